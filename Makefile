@@ -1,0 +1,57 @@
+# tagrec: two commands matter. `make demo` sets everything up and runs the main job on the
+# embedded openclipart dataset; `make test` runs the test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TAGREC_HOME ?= $(CURDIR)/data
+DAGSTER_HOME := $(TAGREC_HOME)/dagster
+export TAGREC_HOME DAGSTER_HOME
+
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow ui validate bench clean-data
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==26.3
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+## setup: Python packages (.venv), Debian packages (WordNet, openclipart), WordNet for nltk
+setup: $(VENV)/.installed system
+
+system: $(VENV)/.installed
+	bash scripts/setup_system.sh "$(TAGREC_HOME)"
+
+## wordnet: only what the test suite needs from Debian (WordNet for nltk)
+wordnet: $(VENV)/.installed
+	bash scripts/setup_system.sh --wordnet-only "$(TAGREC_HOME)"
+
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)"
+	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+
+## demo: set up, materialise every asset of the default dataset (openclipart), print results
+demo: setup dagster-home
+	$(PY) -m pipelines.demo --dataset openclipart
+
+## demo-full: the full paper grids (every seed and hyper-parameter) on every local dataset
+demo-full: setup dagster-home
+	$(PY) -m pipelines.demo --dataset openclipart --dataset corel5k --profile full
+
+## test: the fast test suite (what CI runs)
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+## test-slow: the long paths (full corpora, real training runs)
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -q -m slow
+
+## ui: the Dagster UI on the same data home (http://127.0.0.1:3000)
+ui: setup dagster-home
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: $(VENV)/.installed
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+bench: $(VENV)/.installed
+	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -1,0 +1,1 @@
+"""Dagster definitions for tagrec: resources, jobs, schedules and the demo runner."""
