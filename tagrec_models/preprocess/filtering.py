@@ -35,6 +35,7 @@ import pandas as pd
 
 from tagrec_models.preprocess.recipes import Recipe
 from tagrec_models.preprocess.relations import (
+    fetch_one,
     Assignments,
     Log,
     PreprocessInputError,
@@ -140,7 +141,7 @@ def preprocess(
             say(f"preprocess {recipe.name}: top-N tags {_describe(stats[-1])}")
             _require_rows(stats[-1], recipe, "top_n_tags", stats[-2])
 
-        outcome = _filter_levels(con, current, recipe, owned, say)
+        outcome = _filter_levels(con, current, stats[-1], recipe, owned, say)
         stats.extend(outcome.stats)
         notes.extend(outcome.notes)
         effective = replace(recipe, core_users=outcome.level[0], core_tags=outcome.level[1])
@@ -168,9 +169,17 @@ class _LevelOutcome:
 
 
 def _filter_levels(
-    con: duckdb.DuckDBPyConnection, source: str, recipe: Recipe, owned: list[str], say: Log
+    con: duckdb.DuckDBPyConnection,
+    source: str,
+    source_stats: dict,
+    recipe: Recipe,
+    owned: list[str],
+    say: Log,
 ) -> _LevelOutcome:
-    """Run sample -> share rule -> core at each core level until one meets the minima."""
+    """Run sample -> share rule -> core at each core level until one meets the minima.
+
+    ``source_stats`` counts ``source``; it stands for the result when a recipe has none of
+    these steps."""
     levels = recipe.core_levels()
     tried: list[tuple[tuple[int, int], dict | None, str | None]] = []
     fallback: _LevelOutcome | None = None
@@ -179,9 +188,10 @@ def _filter_levels(
         attempt, empty_step = _run_level(con, source, recipe, level, owned, say)
         if empty_step is not None:
             tried.append((level, None, empty_step))
-            last_empty = (empty_step, attempt.stats[-2] if len(attempt.stats) > 1 else None)
+            before = attempt.stats[-2] if len(attempt.stats) > 1 else source_stats
+            last_empty = (empty_step, before)
             continue
-        final = attempt.stats[-1]
+        final = attempt.stats[-1] if attempt.stats else source_stats
         tried.append((level, final, None))
         if final["users"] >= recipe.min_users and final["tags"] >= recipe.min_tags:
             notes = list(attempt.notes)
@@ -193,7 +203,7 @@ def _filter_levels(
         notes = list(fallback.notes)
         if fallback.level != levels[0]:
             notes.append(_scaled_note(recipe, levels[0], fallback.level, tried))
-        final = fallback.stats[-1]
+        final = fallback.stats[-1] if fallback.stats else source_stats
         notes.append(
             f"recipe {recipe.name!r} keeps {final['users']} users and {final['tags']} tags, "
             f"under min_users={recipe.min_users} / min_tags={recipe.min_tags} even at the "
@@ -308,7 +318,7 @@ def _core(
     as alternating them (the core is unique), and simultaneous filtering needs fewer passes.
     """
     current = source
-    rows = con.execute(f"SELECT count(*) FROM {current}").fetchone()[0]
+    rows = fetch_one(con, f"SELECT count(*) FROM {current}")[0]
     iterations = 0
     while True:
         iterations += 1
@@ -325,7 +335,7 @@ def _core(
             SELECT * FROM {current} SEMI JOIN users USING (user_id) SEMI JOIN tags USING (tag)
             """,
         )
-        left = con.execute(f"SELECT count(*) FROM {current}").fetchone()[0]
+        left = fetch_one(con, f"SELECT count(*) FROM {current}")[0]
         say(f"preprocess {name}: core {k_users}/{k_tags} pass {iterations}: {left} assignments")
         # Drop intermediate tables as we go: on 10M rows each one is hundreds of MB.
         if len(owned) >= 2 and owned[-2] != source:
@@ -389,13 +399,14 @@ def _derive(con: duckdb.DuckDBPyConnection, owned: list[str], query: str) -> str
 
 
 def _stats(con: duckdb.DuckDBPyConnection, table: str, step: str, detail: str) -> dict:
-    users, photos, posts, tags, rows = con.execute(
+    users, photos, posts, tags, rows = fetch_one(
+        con,
         f"""
         SELECT count(DISTINCT user_id), count(DISTINCT photo_id),
                count(DISTINCT (user_id, photo_id)), count(DISTINCT tag), count(*)
         FROM {table}
         """
-    ).fetchone()
+    )
     return {
         "step": step,
         "users": int(users),

@@ -104,10 +104,11 @@ def load_assignments(
         )
     finally:
         con.execute(f"DROP VIEW IF EXISTS {view}")
-    nulls = con.execute(
+    nulls = fetch_one(
+        con,
         f"SELECT count(*) FILTER (WHERE photo_id IS NULL), count(*) FILTER (WHERE tag IS NULL) "
         f"FROM {table}"
-    ).fetchone()
+    )
     if nulls[0] or nulls[1]:
         con.execute(f"DROP TABLE {table}")
         raise PreprocessInputError(
@@ -117,8 +118,18 @@ def load_assignments(
     return table
 
 
+def fetch_one(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> tuple:
+    """The single row of ``query``. ``fetchall`` rather than ``fetchone``: DuckDB 2 keeps a
+    result that was not read to its end open, and refuses relation calls on the connection
+    until it is finished."""
+    rows = con.execute(query, params or []).fetchall()
+    if len(rows) != 1:
+        raise RuntimeError(f"expected one row, got {len(rows)} from: {query}")
+    return rows[0]
+
+
 def count_null_users(con: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(con.execute(f"SELECT count(*) FROM {table} WHERE user_id IS NULL").fetchone()[0])
+    return int(fetch_one(con, f"SELECT count(*) FROM {table} WHERE user_id IS NULL")[0])
 
 
 def to_frame(con: duckdb.DuckDBPyConnection, query: str) -> pd.DataFrame:
