@@ -209,7 +209,7 @@ def _filter_levels(
             f"under min_users={recipe.min_users} / min_tags={recipe.min_tags} even at the "
             f"smallest core {fallback.level[0]}/{fallback.level[1]}"
         )
-        return fallback
+        return replace(fallback, notes=notes)
     step, before = last_empty if last_empty is not None else ("core", None)
     had = f" (it had {_describe(before)} before)" if before else ""
     scaled = (
