@@ -1,0 +1,30 @@
+"""Paper 2, section 4.1: group-aware visual neighbours (eqs. 2-5), searched exactly in batches.
+
+``similarity`` holds the equations, ``search`` the batched exact top-k search (dense BLAS or a
+scikit-learn index, plus the brute-force reference), ``memory`` what a lazy neighbour model
+keeps from training, and ``sweeps`` (import it directly) the parameter studies of section 5.
+"""
+
+from tagrec_models.neighbours.memory import NeighbourMemory
+from tagrec_models.neighbours.search import NeighbourIndex, Neighbours, brute_force_neighbours
+from tagrec_models.neighbours.similarity import (
+    correlation,
+    euclidean,
+    jaccard_from_counts,
+    jaccard_matrix,
+    min_max_similarity,
+    neighbour_weights,
+)
+
+__all__ = [
+    "NeighbourIndex",
+    "NeighbourMemory",
+    "Neighbours",
+    "brute_force_neighbours",
+    "correlation",
+    "euclidean",
+    "jaccard_from_counts",
+    "jaccard_matrix",
+    "min_max_similarity",
+    "neighbour_weights",
+]

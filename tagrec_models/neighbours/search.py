@@ -1,0 +1,585 @@
+"""Exact top-k neighbour search with paper 2's score (section 4.1, eqs. 2-5), batched.
+
+For a query image p and every training image x the score is
+
+    y(p, x) = lambda * s(p, x) + (1 - lambda) * J(g_p, g_x)  [+ bonus if x is the user's own]
+
+with ``s`` the min-max normalised Euclidean similarity over the *whole* training set (eq. 3)
+and ``J`` the Jaccard coefficient of the group sets (eq. 4). The top k by ``y`` are the
+neighbours (ties go to the lower training row, so every back end gives the same answer).
+
+Two back ends, one answer:
+
+* ``"dense"``: every (query, training image) score from one BLAS product per query batch.
+  Best while the training set is small.
+* ``"index"``: a scikit-learn ``NearestNeighbors`` index. Exactness rests on one observation:
+  a candidate that shares no group with the query (and is not the user's own image) scores
+  ``lambda * s``, which is at most the score of each of the query's m visual nearest
+  neighbours. So the exact top m lies in {m visual nearest neighbours} U {images sharing a
+  group} U {the user's own images}; only those are scored. ``d_min`` comes from the same
+  index; ``d_max`` (eq. 3 needs the *farthest* training image) from a nearest-neighbour query
+  too: for codes of equal norm (VLAD codes are L2-normalised) the farthest point from q is
+  the nearest to -q; otherwise the codes are lifted onto a sphere with one extra coordinate
+  ``sqrt(C - 2|x|^2)``, where ``|(-q, 0) - (x, sqrt(C - 2|x|^2))|^2 = const + 2 q.x - |x|^2``,
+  whose minimum is the maximum of ``|q - x|^2``.
+
+Both back ends screen candidates with fast (float32 BLAS) arithmetic and then recompute the
+distances, similarities and scores of the survivors exactly (float64 differences) with the
+same code, with a safety margin of extra candidates so that rounding in the screen cannot
+change the result. ``brute_force_neighbours`` is the plain one-query-at-a-time NumPy
+reference the tests and the benchmark compare against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import numpy as np
+from scipy import sparse
+
+from tagrec_models.neighbours.similarity import (
+    WeightNormalisation,
+    correlation,
+    euclidean,
+    group_sizes,
+    jaccard_from_counts,
+    min_max_similarity,
+    neighbour_weights,
+)
+
+Backend = Literal["auto", "dense", "index"]
+Log = Callable[[str], None]
+
+# How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
+_DENSE_CELLS = 4_000_000
+# Extra screened candidates re-scored exactly, so float32 rounding in the screen never
+# changes which neighbours are chosen.
+_SCREEN_MARGIN = 16
+# How many nearest / farthest screened points are re-measured exactly for d_min and d_max.
+_EXTREMES = 4
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The top-k training images of each query, best first.
+
+    ``index[q, j]`` is a row of the training table (-1 where a query has fewer than k
+    candidates); ``score`` is eq. 5's correlation degree y (plus any own-image bonus),
+    ``visual`` eq. 3's similarity, ``group`` eq. 4's Jaccard coefficient, ``distance`` eq. 2's
+    Euclidean distance; ``d_min``/``d_max`` are each query's extreme distances over the
+    training set (eq. 3's normalisers).
+    """
+
+    index: np.ndarray
+    score: np.ndarray
+    visual: np.ndarray
+    group: np.ndarray
+    distance: np.ndarray
+    d_min: np.ndarray
+    d_max: np.ndarray
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.index >= 0
+
+    def weights(self, mode: WeightNormalisation = "sum") -> np.ndarray:
+        """Section 4.1.3: the neighbours' scores normalised into voting weights."""
+        return neighbour_weights(np.maximum(self.score, 0.0), mode, self.valid)
+
+
+class NeighbourIndex:
+    """Training images (features, groups, owners) ready for batched exact neighbour search.
+
+    ``features``: float ``[n_train, dim]``; ``groups``: binary CSR ``[n_train, n_groups]`` or
+    None; ``image_ids``: each row's global image index (a query showing the same image can be
+    kept from finding itself); ``image_users``: binary CSR ``[n_train, n_users]``, who posted
+    each training image (for the own-image bonus); ``owners``: one user per row (for the
+    one-image-per-user rule of neighbour voting). ``backend="auto"`` uses the dense path below
+    ``index_min_train`` training images and the scikit-learn index from there on.
+    """
+
+    def __init__(
+        self,
+        features: np.ndarray,
+        *,
+        groups: sparse.spmatrix | None = None,
+        image_ids: np.ndarray | None = None,
+        image_users: sparse.spmatrix | None = None,
+        owners: np.ndarray | None = None,
+        backend: Backend = "auto",
+        index_min_train: int = 20_000,
+        index_algorithm: str = "auto",
+    ) -> None:
+        features = np.asarray(features)
+        if features.ndim != 2 or features.shape[0] == 0:
+            raise ValueError(f"NeighbourIndex: features must be a non-empty 2-d array, got shape {features.shape}")
+        if not np.isfinite(features).all():
+            raise ValueError("NeighbourIndex: features hold NaN or infinite values")
+        n = features.shape[0]
+        self.features = np.ascontiguousarray(features, dtype=np.float32)
+        self.sq_norms = np.einsum("ij,ij->i", self.features.astype(np.float64), self.features.astype(np.float64))
+        self.groups = None if groups is None else _checked_rows(groups, n, "groups")
+        self.group_sizes = None if self.groups is None else group_sizes(self.groups)
+        self.image_ids = np.arange(n) if image_ids is None else np.asarray(image_ids, dtype=np.int64)
+        if self.image_ids.shape != (n,):
+            raise ValueError(f"NeighbourIndex: image_ids must have shape ({n},), got {self.image_ids.shape}")
+        self._id_order = np.argsort(self.image_ids, kind="stable")
+        self.image_users = None if image_users is None else _checked_rows(image_users, n, "image_users").tocsc()
+        self.owners = None if owners is None else np.asarray(owners, dtype=np.int64)
+        if self.owners is not None and self.owners.shape != (n,):
+            raise ValueError(f"NeighbourIndex: owners must have shape ({n},), got {self.owners.shape}")
+        if backend not in ("auto", "dense", "index"):
+            raise ValueError(f"NeighbourIndex: backend must be 'auto', 'dense' or 'index', got {backend!r}")
+        self.backend: Literal["dense", "index"] = (
+            ("index" if n >= index_min_train else "dense") if backend == "auto" else backend
+        )
+        self.index_algorithm = index_algorithm
+        self._nn = None
+        self._far = None
+
+    @property
+    def n_train(self) -> int:
+        return self.features.shape[0]
+
+    # -- pickling: the scikit-learn index is rebuilt on demand rather than stored twice ------
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_nn"] = None
+        state["_far"] = None
+        return state
+
+    def search(
+        self,
+        query_features: np.ndarray,
+        k: int,
+        *,
+        lam: float = 0.4,
+        query_groups: sparse.spmatrix | None = None,
+        use_groups: bool = True,
+        query_images: np.ndarray | None = None,
+        query_users: np.ndarray | None = None,
+        own_image_bonus: float = 0.0,
+        distinct_owners: bool = False,
+        batch_size: int = 256,
+        log: Log | None = None,
+    ) -> Neighbours:
+        """The exact top-k neighbours of each query by eq. 5's score.
+
+        ``use_groups=False`` (or no groups on either side) scores by visual similarity alone
+        (the paper's noUG). ``query_images`` (global image indices) keep a query from finding
+        its own image. ``own_image_bonus`` is added to the score of training images posted
+        by ``query_users[q]`` (-1: unknown user, no bonus). ``distinct_owners`` keeps only the
+        best image of each owner (Li et al. 2008's one-image-per-user rule).
+        """
+        query_features = np.asarray(query_features)
+        if query_features.ndim != 2 or query_features.shape[1] != self.features.shape[1]:
+            raise ValueError(
+                f"search: query_features must have shape [n, {self.features.shape[1]}], got {query_features.shape}"
+            )
+        if not np.isfinite(query_features).all():
+            raise ValueError("search: query_features hold NaN or infinite values")
+        if k < 1:
+            raise ValueError(f"search: k must be at least 1, got {k}")
+        if not 0.0 <= lam <= 1.0:
+            raise ValueError(f"search: lambda must lie in [0, 1], got {lam}")
+        if own_image_bonus < 0:
+            raise ValueError(f"search: own_image_bonus must be non-negative, got {own_image_bonus}")
+        n_q = query_features.shape[0]
+        use_groups = bool(use_groups) and lam < 1.0
+        if use_groups:
+            if self.groups is None:
+                raise ValueError("search: use_groups=True but the training images have no groups")
+            if query_groups is None:
+                raise ValueError("search: use_groups=True but query_groups is missing")
+            query_groups = _checked_rows(query_groups, n_q, "query_groups")
+            if query_groups.shape[1] != self.groups.shape[1]:
+                raise ValueError(
+                    f"search: query_groups has {query_groups.shape[1]} groups, training {self.groups.shape[1]}"
+                )
+        query_images = None if query_images is None else _checked_vector(query_images, n_q, "query_images")
+        if own_image_bonus > 0:
+            if self.image_users is None:
+                raise ValueError("search: own_image_bonus needs image_users on the index")
+            if query_users is None:
+                raise ValueError("search: own_image_bonus needs query_users")
+            query_users = _checked_vector(query_users, n_q, "query_users")
+        if distinct_owners and self.owners is None:
+            raise ValueError("search: distinct_owners needs owners on the index")
+
+        request = _Request(
+            lam=lam,
+            use_groups=use_groups,
+            bonus=float(own_image_bonus),
+        )
+        if self.backend == "dense":
+            batch_size = max(1, min(batch_size, _DENSE_CELLS // max(self.n_train, 1)))
+        parts = []
+        for start in range(0, n_q, batch_size):
+            stop = min(start + batch_size, n_q)
+            batch = _Batch(
+                x=np.ascontiguousarray(query_features[start:stop], dtype=np.float32),
+                groups=None if not use_groups else query_groups[start:stop],
+                images=None if query_images is None else query_images[start:stop],
+                users=None if own_image_bonus <= 0 else query_users[start:stop],
+            )
+            parts.append(self._search_batch(batch, k, request, distinct_owners))
+            if log is not None and (stop == n_q or (start // batch_size) % 20 == 19):
+                log(f"neighbour search ({self.backend}): {stop}/{n_q} queries")
+        return Neighbours(*(np.concatenate([getattr(p, f) for p in parts]) for f in Neighbours.__dataclass_fields__))
+
+    # -- internals ---------------------------------------------------------------------------
+    def _search_batch(self, batch: "_Batch", k: int, request: "_Request", distinct: bool) -> Neighbours:
+        b = batch.x.shape[0]
+        n_avail = self.n_train
+        m = min(k * 4 if distinct else k, n_avail)
+        rows = np.arange(b)
+        result: Neighbours | None = None
+        while True:
+            sub = batch.take(rows)
+            if self.backend == "dense":
+                pairs_q, pairs_x, d_min, d_max = self._dense_candidates(sub, m, request)
+            else:
+                pairs_q, pairs_x, d_min, d_max = self._index_candidates(sub, m, request)
+            top = self._exact_top(sub, pairs_q, pairs_x, d_min, d_max, m, request)
+            if distinct:
+                top = _first_per_owner(top, self.owners, k)
+            else:
+                top = _cut(top, k)
+            result = top if result is None else _replace_rows(result, rows, top)
+            if not distinct or m >= n_avail:
+                return result
+            # A row is final when it found k distinct owners (or ran out of candidates).
+            short = np.flatnonzero((top.index >= 0).sum(axis=1) < k)
+            if short.size == 0:
+                return result
+            rows = rows[short]
+            m = min(2 * m, n_avail)
+
+    def _excluded(self, batch: "_Batch") -> sparse.csr_matrix | None:
+        """[b, n_train] marks of training rows showing the query's own image."""
+        if batch.images is None:
+            return None
+        order = self._id_order
+        pos = np.searchsorted(self.image_ids[order], batch.images)
+        pos = np.minimum(pos, len(order) - 1)
+        hit = self.image_ids[order][pos] == batch.images
+        q = np.flatnonzero(hit)
+        return sparse.csr_matrix(
+            (np.ones(len(q)), (q, order[pos[hit]])), shape=(len(batch.images), self.n_train)
+        )
+
+    def _dense_candidates(self, batch: "_Batch", m: int, request: "_Request"):
+        """Screen every training image with one float32 product; keep the top (m + margin)
+        by the screened score and the few nearest/farthest, for exact re-scoring."""
+        x = batch.x
+        gram = x @ self.features.T  # float32 BLAS
+        d2 = np.maximum(
+            np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))[:, None] + self.sq_norms[None, :] - 2.0 * gram,
+            0.0,
+        )
+        excluded = self._excluded(batch)
+        if excluded is not None and excluded.nnz:
+            exc_rows, exc_cols = excluded.nonzero()
+            d2_near = d2.copy()
+            d2_near[exc_rows, exc_cols] = np.inf
+            d2_far = d2.copy()
+            d2_far[exc_rows, exc_cols] = -np.inf
+        else:
+            exc_rows = exc_cols = np.zeros(0, dtype=np.int64)
+            d2_near = d2_far = d2
+        n_ext = min(_EXTREMES, self.n_train)
+        near = np.argpartition(d2_near, n_ext - 1, axis=1)[:, :n_ext]
+        far = np.argpartition(-d2_far, n_ext - 1, axis=1)[:, :n_ext]
+        dist = np.sqrt(d2)
+        d_min_s = np.take_along_axis(dist, near, axis=1).min(axis=1)
+        d_max_s = np.take_along_axis(dist, far, axis=1).max(axis=1)
+        y = min_max_similarity(dist, d_min_s[:, None], d_max_s[:, None])
+        if request.use_groups:
+            inter = (batch.groups @ self.groups.T).toarray()
+            jac = jaccard_from_counts(inter, group_sizes(batch.groups)[:, None], self.group_sizes[None, :])
+            y = correlation(y, jac, request.lam)
+        if request.bonus > 0:
+            y = y + request.bonus * self._own_matrix(batch.users).toarray()
+        y[exc_rows, exc_cols] = -np.inf
+        n_keep = min(m + _SCREEN_MARGIN, self.n_train)
+        screened = np.argpartition(-y, n_keep - 1, axis=1)[:, :n_keep]
+        cand = np.concatenate([screened, near, far], axis=1)
+        pairs_q = np.repeat(np.arange(len(x)), cand.shape[1])
+        pairs_x = cand.ravel()
+        # Exact extremes from the few screened nearest / farthest points.
+        d_min, d_max = self._exact_extremes(batch, near, far, excluded)
+        return pairs_q, pairs_x, d_min, d_max
+
+    def _nearest_index(self):
+        if self._nn is None:
+            from sklearn.neighbors import NearestNeighbors
+
+            self._nn = NearestNeighbors(algorithm=self.index_algorithm).fit(self.features)
+        return self._nn
+
+    def _farthest_index(self):
+        """``(index, lift)``: the index answering farthest-point queries, and whether the
+        queries must be lifted (codes of unequal norm) or only negated (equal norms)."""
+        if self._far is None:
+            norms = np.sqrt(self.sq_norms)
+            if norms.max() - norms.min() <= 1e-6 * max(norms.max(), 1e-12):
+                self._far = (self._nearest_index(), False)
+            else:
+                from sklearn.neighbors import NearestNeighbors
+
+                c = 2.0 * self.sq_norms.max()
+                extra = np.sqrt(np.maximum(c - 2.0 * self.sq_norms, 0.0))
+                lifted = np.hstack([self.features, extra[:, None].astype(np.float32)])
+                self._far = (NearestNeighbors(algorithm=self.index_algorithm).fit(lifted), True)
+        return self._far
+
+    def _index_candidates(self, batch: "_Batch", m: int, request: "_Request"):
+        x = batch.x
+        n = self.n_train
+        excluded = self._excluded(batch)
+        n_exc = 0 if excluded is None else int(np.diff(excluded.indptr).max(initial=0))
+        n_fetch = min(n, m + n_exc + _SCREEN_MARGIN)
+        nn = self._nearest_index()
+        near = nn.kneighbors(x, n_neighbors=n_fetch, return_distance=False)
+        far_index, lift = self._farthest_index()
+        query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
+        far = far_index.kneighbors(query, n_neighbors=min(n, _EXTREMES + n_exc), return_distance=False)
+        blocks_q = [np.repeat(np.arange(len(x)), near.shape[1]), np.repeat(np.arange(len(x)), far.shape[1])]
+        blocks_x = [near.ravel(), far.ravel()]
+        if request.use_groups:
+            mates = (batch.groups @ self.groups.T).tocoo()
+            blocks_q.append(mates.row.astype(np.int64))
+            blocks_x.append(mates.col.astype(np.int64))
+        if request.bonus > 0:
+            own = self._own_matrix(batch.users).tocoo()
+            blocks_q.append(own.row.astype(np.int64))
+            blocks_x.append(own.col.astype(np.int64))
+        d_min, d_max = self._exact_extremes(batch, near[:, : _EXTREMES + n_exc], far, excluded)
+        return np.concatenate(blocks_q), np.concatenate(blocks_x), d_min, d_max
+
+    def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, excluded) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (float64 difference) d_min and d_max over a few screened candidates each."""
+        b = len(batch.x)
+        q_near = np.repeat(np.arange(b), near.shape[1])
+        q_far = np.repeat(np.arange(b), far.shape[1])
+        dn = self._pair_distances(batch.x, q_near, near.ravel()).reshape(near.shape)
+        df = self._pair_distances(batch.x, q_far, far.ravel()).reshape(far.shape)
+        if excluded is not None and excluded.nnz:
+            dn = np.where(_is_excluded(excluded, q_near, near.ravel()).reshape(near.shape), np.inf, dn)
+            df = np.where(_is_excluded(excluded, q_far, far.ravel()).reshape(far.shape), -np.inf, df)
+        d_min, d_max = dn.min(axis=1), df.max(axis=1)
+        # Only possible when the query's own image is the only training image.
+        d_min = np.where(np.isfinite(d_min), d_min, 0.0)
+        d_max = np.where(np.isfinite(d_max), d_max, 0.0)
+        return d_min, np.maximum(d_max, d_min)
+
+    def _pair_distances(self, x: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
+        out = np.empty(len(q), dtype=np.float64)
+        step = max(1, 2_000_000 // max(self.features.shape[1], 1))
+        for s in range(0, len(q), step):
+            out[s : s + step] = euclidean(x[q[s : s + step]], self.features[t[s : s + step]])
+        return out
+
+    def _own_matrix(self, users: np.ndarray) -> sparse.csr_matrix:
+        """[b, n_train]: 1 where the training image was posted by the query's user."""
+        image_users = self.image_users
+        known = users >= 0
+        cols = np.where(known, users, 0)
+        own = image_users[:, cols].T.tocsr()
+        own = sparse.diags(known.astype(np.float64)) @ own
+        own.eliminate_zeros()
+        return own
+
+    def _exact_top(self, batch, pairs_q, pairs_x, d_min, d_max, m, request) -> Neighbours:
+        """Exact scores of the candidate pairs; the top m per query, best first, ties to the
+        lower training row."""
+        b = len(batch.x)
+        n = self.n_train
+        key = np.unique(pairs_q * n + pairs_x)
+        pq, px = key // n, key % n
+        excluded = self._excluded(batch)
+        if excluded is not None and excluded.nnz:
+            keep = ~_is_excluded(excluded, pq, px)
+            pq, px = pq[keep], px[keep]
+        dist = self._pair_distances(batch.x, pq, px)
+        vis = min_max_similarity(dist, d_min[pq], d_max[pq])
+        if request.use_groups:
+            inter = np.asarray(batch.groups[pq].multiply(self.groups[px]).sum(axis=1)).ravel()
+            grp = jaccard_from_counts(inter, group_sizes(batch.groups)[pq], self.group_sizes[px])
+            y = correlation(vis, grp, request.lam)
+        else:
+            grp = np.zeros_like(vis)
+            y = vis
+        if request.bonus > 0:
+            y = y + request.bonus * np.asarray(self._own_matrix(batch.users)[pq, px]).ravel()
+        order = np.lexsort((px, -y, pq))
+        pq, px, y, vis, grp, dist = pq[order], px[order], y[order], vis[order], grp[order], dist[order]
+        counts = np.bincount(pq, minlength=b)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rank = np.arange(len(pq)) - starts[pq]
+        sel = rank < m
+        shape = (b, m)
+        out = {
+            "index": np.full(shape, -1, dtype=np.int64),
+            "score": np.zeros(shape),
+            "visual": np.zeros(shape),
+            "group": np.zeros(shape),
+            "distance": np.zeros(shape),
+        }
+        for name, values in (("index", px), ("score", y), ("visual", vis), ("group", grp), ("distance", dist)):
+            out[name][pq[sel], rank[sel]] = values[sel]
+        return Neighbours(**out, d_min=d_min, d_max=d_max)
+
+
+@dataclass(frozen=True)
+class _Request:
+    lam: float
+    use_groups: bool
+    bonus: float
+
+
+@dataclass(frozen=True)
+class _Batch:
+    x: np.ndarray
+    groups: sparse.csr_matrix | None
+    images: np.ndarray | None
+    users: np.ndarray | None
+
+    def take(self, rows: np.ndarray) -> "_Batch":
+        return _Batch(
+            x=self.x[rows],
+            groups=None if self.groups is None else self.groups[rows],
+            images=None if self.images is None else self.images[rows],
+            users=None if self.users is None else self.users[rows],
+        )
+
+
+def _is_excluded(excluded: sparse.csr_matrix, q: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return np.asarray(excluded[q, x]).ravel() > 0
+
+
+def _cut(top: Neighbours, k: int) -> Neighbours:
+    """The first k columns, padded with -1 when fewer candidates exist."""
+    fields = {}
+    for name in ("index", "score", "visual", "group", "distance"):
+        values = getattr(top, name)[:, :k]
+        if values.shape[1] < k:
+            fill = -1 if name == "index" else 0.0
+            values = np.pad(values, ((0, 0), (0, k - values.shape[1])), constant_values=fill)
+        fields[name] = values
+    return Neighbours(**fields, d_min=top.d_min, d_max=top.d_max)
+
+
+def _first_per_owner(top: Neighbours, owners: np.ndarray, k: int) -> Neighbours:
+    """Keep each owner's best image only (rows are sorted best first), then the first k."""
+    idx = top.index
+    valid = idx >= 0
+    own = np.where(valid, owners[np.where(valid, idx, 0)], np.iinfo(np.int64).max)
+    order = np.argsort(own, axis=1, kind="stable")
+    sorted_own = np.take_along_axis(own, order, axis=1)
+    first_sorted = np.ones_like(sorted_own, dtype=bool)
+    first_sorted[:, 1:] = sorted_own[:, 1:] != sorted_own[:, :-1]
+    first = np.zeros_like(first_sorted)
+    np.put_along_axis(first, order, first_sorted, axis=1)
+    keep = first & valid
+    # Move the kept entries to the front, in their (best-first) order.
+    move = np.argsort(~keep, axis=1, kind="stable")
+    fields = {}
+    for name in ("index", "score", "visual", "group", "distance"):
+        values = np.take_along_axis(getattr(top, name), move, axis=1)
+        kept = np.take_along_axis(keep, move, axis=1)
+        values = np.where(kept, values, -1 if name == "index" else 0.0)
+        fields[name] = values
+    return _cut(Neighbours(**fields, d_min=top.d_min, d_max=top.d_max), k)
+
+
+def _replace_rows(result: Neighbours, rows: np.ndarray, new: Neighbours) -> Neighbours:
+    fields = {}
+    for name in Neighbours.__dataclass_fields__:
+        values = getattr(result, name).copy()
+        values[rows] = getattr(new, name)
+        fields[name] = values
+    return Neighbours(**fields)
+
+
+def _checked_rows(matrix: sparse.spmatrix, n: int, name: str) -> sparse.csr_matrix:
+    matrix = sparse.csr_matrix(matrix, dtype=np.float64)
+    if matrix.shape[0] != n:
+        raise ValueError(f"{name}: expected {n} rows, got {matrix.shape[0]}")
+    matrix.sum_duplicates()
+    if matrix.nnz and (matrix.data < 0).any():
+        raise ValueError(f"{name}: membership matrices must be non-negative")
+    matrix.data[:] = 1.0
+    matrix.eliminate_zeros()
+    return matrix
+
+
+def _checked_vector(values: np.ndarray, n: int, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.int64)
+    if values.shape != (n,):
+        raise ValueError(f"{name}: expected shape ({n},), got {values.shape}")
+    return values
+
+
+def brute_force_neighbours(
+    train_features: np.ndarray,
+    query_features: np.ndarray,
+    k: int,
+    *,
+    lam: float = 0.4,
+    train_groups: sparse.spmatrix | None = None,
+    query_groups: sparse.spmatrix | None = None,
+    use_groups: bool = True,
+    train_image_ids: np.ndarray | None = None,
+    query_images: np.ndarray | None = None,
+    train_image_users: sparse.spmatrix | None = None,
+    query_users: np.ndarray | None = None,
+    own_image_bonus: float = 0.0,
+    owners: np.ndarray | None = None,
+    distinct_owners: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: one query at a time, every distance, plain NumPy, no screening.
+
+    Returns ``(index [Q, k], score [Q, k])`` with -1 / 0 padding, ties to the lower row.
+    """
+    x = np.asarray(train_features, dtype=np.float64)
+    n = len(x)
+    ids = np.arange(n) if train_image_ids is None else np.asarray(train_image_ids)
+    use_groups = use_groups and lam < 1.0
+    if use_groups:
+        gt = sparse.csr_matrix(train_groups).toarray() > 0
+        gq = sparse.csr_matrix(query_groups).toarray() > 0
+    if own_image_bonus > 0:
+        posted = sparse.csr_matrix(train_image_users).toarray() > 0
+    out_i = np.full((len(query_features), k), -1, dtype=np.int64)
+    out_s = np.zeros((len(query_features), k))
+    for q, feature in enumerate(np.asarray(query_features, dtype=np.float64)):
+        d = np.sqrt(((x - feature) ** 2).sum(axis=1))
+        allowed = np.ones(n, dtype=bool) if query_images is None else ids != query_images[q]
+        if not allowed.any():
+            continue
+        d_min, d_max = d[allowed].min(), d[allowed].max()
+        s = 1.0 - (d - d_min) / (d_max - d_min) if d_max > d_min else np.ones(n)
+        s = np.clip(s, 0.0, 1.0)
+        if use_groups:
+            inter = (gt & gq[q]).sum(axis=1)
+            union = (gt | gq[q]).sum(axis=1)
+            jac = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+            y = lam * s + (1 - lam) * jac
+        else:
+            y = s
+        if own_image_bonus > 0 and query_users[q] >= 0:
+            y = y + own_image_bonus * posted[:, query_users[q]]
+        order = [i for i in np.lexsort((np.arange(n), -y)) if allowed[i]]
+        if distinct_owners:
+            seen, kept = set(), []
+            for i in order:
+                if owners[i] not in seen:
+                    seen.add(owners[i])
+                    kept.append(i)
+            order = kept
+        chosen = np.array(order[:k], dtype=np.int64)
+        out_i[q, : len(chosen)] = chosen
+        out_s[q, : len(chosen)] = y[chosen]
+    return out_i, out_s
