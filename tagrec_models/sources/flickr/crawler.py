@@ -1,0 +1,731 @@
+"""Resumable, idempotent Flickr crawls into a crawl directory, and their ingest tables.
+
+A crawl (DESIGN.md, "ingest", source ``flickr``) pages through one listing per group pool
+(``flickr.groups.pools.getPhotos``) and one for the tag/text search (``flickr.photos.search``)
+of a ``CrawlSpec``; for each photo not stored yet it fetches its group pools
+(``flickr.photos.getAllContexts``), optionally the authors' raw tag spellings
+(``flickr.photos.getInfo``), and the image file (``images.ImageFetcher``).
+
+Layout of ``crawl_dir``::
+
+    state.json                          spec + one entry per round (cursors, budget, complete)
+    pages/r0000/<query>/p000001.json    one file per finished page: photos, groups, images, skips
+    images/<photo_id>.<ext>             image files
+    .lock                               held while a crawl runs (one crawl per directory)
+
+Every file is written atomically. A page file is written only once everything of that page is
+done, and the finished page files are the truth: at start the crawler reads them, skips every
+finished page, and re-does the page it was in the middle of (reusing image files it had
+already written). What a page stores depends only on Flickr's answers and on the pages before
+it (the set of photos already stored, the photo budget), so a crawl killed at any point and
+started again ends with exactly the data of an uninterrupted crawl, without asking Flickr for
+a finished page again.
+
+Rounds and re-crawls: the first ``crawl`` is round 0. ``recrawl`` starts a new round whose
+queries ask only for what is new since the previous rounds: a search gets
+``min_upload_date`` = the largest upload date that query has listed (the "cursor"; Flickr's
+bound is inclusive, so photos of that very second come again and are recognised as stored); a
+group pool (which cannot be filtered by date, and lists the newest addition first) is read
+until the first photo added before its cursor, the largest ``dateadded`` it has listed. A pool
+cursor uses the date a photo joined the pool, not its upload date, so an old photo newly added
+to the pool counts as new for that pool. A photo already stored is never stored again, and
+changes to stored photos (new tags) are not picked up. The cursors and budget of a round are
+written into ``state.json`` when it starts, so a resumed round asks exactly what it first asked.
+
+Choices where the API leaves room (each a ``CrawlSpec`` field): searches are sorted
+``date-posted-asc`` so that uploads during a crawl land on later pages and pages read before do
+not shift (pools have no sort order: an addition during a crawl shifts later pages by one, which
+the photo dedup absorbs); Flickr returns at most 4,000 results per search (a warning is logged);
+``raw_tag`` is the tag as the listing's ``tags`` extra gives it (Flickr's normalised form,
+"newyork") unless ``fetch_raw_tags`` asks ``getInfo`` for the authors' spelling ("New York") at
+one more call per photo.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+
+from tagrec_models.sources.flickr.client import FlickrClient
+from tagrec_models.sources.flickr.errors import CrawlStateError, FlickrConfigError, FlickrPermanentError
+from tagrec_models.sources.flickr.images import ImageFetcher, ImageResult, extension_for, inspect_file
+from tagrec_models.sources.flickr.records import IMAGE_SIZES, PhotoPage, PhotoRecord
+from tagrec_models.sources.tables import (
+    IMAGE_BROKEN,
+    IMAGES_COLUMNS,
+    PHOTO_GROUPS_COLUMNS,
+    PHOTO_TAGS_COLUMNS,
+    PHOTOS_COLUMNS,
+    IngestTables,
+)
+from tagrec_models.storage.atomic import atomic_path
+
+Log = Callable[[str], None]
+STATE_FILE = "state.json"
+STATE_FORMAT = 1
+SOURCE = "flickr"
+SEARCH_RESULT_CAP = 4000  # Flickr: "at most the first 4,000 results for any given search query"
+_SAFE_ID = re.compile(r"^[A-Za-z0-9@._-]+$")
+_PAGE_FILE = re.compile(r"^p(\d{6})\.json$")
+# Flickr's error code 1 on getAllContexts / getInfo: "Photo not found" (deleted or made
+# private between the listing and this call): the photo is skipped with that reason.
+_PHOTO_NOT_FOUND = 1
+
+
+def clean_tag(raw: str) -> str:
+    """Minimal, local tag cleaning for ``photo_tags.tag``: white space trimmed and collapsed,
+    lower case. The project's full cleaning lives in ``tagrec_models.vocabulary.cleaning`` and
+    is applied downstream; this module does not import it so the source stays self-contained."""
+    return " ".join(raw.split()).lower()
+
+
+@dataclass(frozen=True)
+class CrawlSpec:
+    """What to crawl.
+
+    ``group_ids`` (group NSIDs) each give one pool listing; ``tags`` and/or ``text`` give one
+    search (``tag_mode`` "any" or "all"). ``max_pages`` caps pages per listing and round,
+    ``max_photos`` the photos stored per round (``None``: no cap). ``image_size`` is the
+    ``extras`` URL field of the image to download (``url_z``: 640 px on the longer side).
+    ``min_upload_date`` (Unix seconds) drops older photos. ``fetch_groups`` fetches each photo's
+    pools (needed by paper 2's group similarity); ``fetch_raw_tags`` see the module docstring.
+    """
+
+    group_ids: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    tag_mode: str = "any"
+    text: str | None = None
+    per_page: int = 100
+    max_pages: int | None = None
+    max_photos: int | None = None
+    image_size: str = "url_z"
+    min_upload_date: int | None = None
+    fetch_groups: bool = True
+    fetch_raw_tags: bool = False
+    download_images: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("group_ids", "tags"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise FlickrConfigError(f"CrawlSpec.{name} must be a sequence of strings, not one string {value!r}")
+            object.__setattr__(self, name, tuple(str(v).strip() for v in value))
+        for group_id in self.group_ids:
+            if not _SAFE_ID.match(group_id):
+                raise FlickrConfigError(f"CrawlSpec.group_ids holds a malformed group id {group_id!r}")
+        if len(set(self.group_ids)) != len(self.group_ids):
+            raise FlickrConfigError(f"CrawlSpec.group_ids repeats a group: {list(self.group_ids)}")
+        if any(not t for t in self.tags):
+            raise FlickrConfigError(f"CrawlSpec.tags holds an empty tag: {list(self.tags)}")
+        if self.text is not None and not self.text.strip():
+            raise FlickrConfigError("CrawlSpec.text is empty; use None for no text search")
+        if not (self.group_ids or self.tags or self.text):
+            raise FlickrConfigError("CrawlSpec needs group_ids, tags or text: it names nothing to crawl")
+        if self.tag_mode not in {"any", "all"}:
+            raise FlickrConfigError(f"CrawlSpec.tag_mode must be 'any' or 'all', got {self.tag_mode!r}")
+        if not 1 <= self.per_page <= 500:
+            raise FlickrConfigError(f"CrawlSpec.per_page must be in 1..500 (Flickr's range), got {self.per_page}")
+        for name in ("max_pages", "max_photos"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise FlickrConfigError(f"CrawlSpec.{name} must be >= 1 or None, got {value}")
+        if self.image_size not in IMAGE_SIZES:
+            raise FlickrConfigError(f"CrawlSpec.image_size {self.image_size!r} is not one of {IMAGE_SIZES}")
+        if self.min_upload_date is not None and self.min_upload_date < 0:
+            raise FlickrConfigError(f"CrawlSpec.min_upload_date must be Unix seconds >= 0, got {self.min_upload_date}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that decide what a page holds; a crawl directory keeps one identity.
+        (``max_pages`` / ``max_photos`` may change from one round to the next.)"""
+        out = asdict(self)
+        out.pop("max_pages")
+        out.pop("max_photos")
+        return json.loads(json.dumps(out))
+
+    def queries(self) -> tuple["Query", ...]:
+        out = [Query(f"group-{g}", "group", g) for g in self.group_ids]
+        if self.tags or self.text:
+            out.append(Query("search", "search", None))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class Query:
+    key: str
+    kind: str  # "group" or "search"
+    group_id: str | None
+
+
+@dataclass(frozen=True)
+class CrawlSummary:
+    """What a ``crawl`` / ``recrawl`` call left in ``crawl_dir``: totals over every round, and
+    what this call did (``new_photos``, ``pages_fetched``, ``api_calls``...)."""
+
+    crawl_dir: str
+    rounds: int
+    complete: bool
+    photos: int
+    images_ok: int
+    images_broken: int
+    skipped: int
+    new_photos: int
+    pages_fetched: int
+    pages_reused: int
+    api_calls: dict[str, int] = field(default_factory=dict)
+    retries: int = 0
+    image_downloads: int = 0
+    cursors: dict[str, dict[str, int | None]] = field(default_factory=dict)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, sort_keys=True, indent=1), encoding="utf-8")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CrawlStateError(f"cannot read crawl file {path}: {exc}") from None
+
+
+def _round_dir(crawl_dir: Path, round_no: int) -> Path:
+    return crawl_dir / "pages" / f"r{round_no:04d}"
+
+
+def _page_path(crawl_dir: Path, round_no: int, query: str, page: int) -> Path:
+    return _round_dir(crawl_dir, round_no) / query / f"p{page:06d}.json"
+
+
+def _finished_pages(crawl_dir: Path, round_no: int, query: str) -> list[dict[str, Any]]:
+    """The finished pages of one listing in page order; a gap means the directory was edited by
+    hand and is an error (the crawler writes pages strictly in order)."""
+    folder = _round_dir(crawl_dir, round_no) / query
+    if not folder.is_dir():
+        return []
+    numbers = sorted(int(m.group(1)) for p in folder.iterdir() if (m := _PAGE_FILE.match(p.name)))
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise CrawlStateError(f"pages of {folder} are not 1..n: {numbers}")
+    return [_read_json(folder / f"p{n:06d}.json") for n in numbers]
+
+
+def _load_state(crawl_dir: Path) -> dict[str, Any] | None:
+    path = crawl_dir / STATE_FILE
+    if not path.exists():
+        return None
+    state = _read_json(path)
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT or "rounds" not in state:
+        raise CrawlStateError(f"{path} is not a crawl state of format {STATE_FORMAT}")
+    return state
+
+
+@contextlib.contextmanager
+def _locked(crawl_dir: Path) -> Iterator[None]:
+    crawl_dir.mkdir(parents=True, exist_ok=True)
+    with open(crawl_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CrawlStateError(f"another crawl is running in {crawl_dir}") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _check_spec(state: dict[str, Any], spec: CrawlSpec, crawl_dir: Path) -> None:
+    stored, given = state["spec"], spec.identity()
+    if stored != given:
+        diff = sorted(k for k in set(stored) | set(given) if stored.get(k) != given.get(k))
+        detail = ", ".join(f"{k}: stored {stored.get(k)!r}, given {given.get(k)!r}" for k in diff)
+        raise CrawlStateError(
+            f"{crawl_dir} holds a crawl of another spec ({detail}); use a new crawl directory"
+        )
+
+
+# -- the crawl ---------------------------------------------------------------------------------
+
+
+class _Crawl:
+    """One call of ``crawl``/``recrawl`` working on one round."""
+
+    def __init__(
+        self,
+        spec: CrawlSpec,
+        client: FlickrClient,
+        crawl_dir: Path,
+        fetcher: ImageFetcher | None,
+        log: Log,
+        on_step: Callable[[str], None],
+    ) -> None:
+        self.spec = spec
+        self.client = client
+        self.crawl_dir = crawl_dir
+        self.fetcher = fetcher
+        self.log = log
+        self.on_step = on_step
+        self.pages_fetched = 0
+        self.new_photos = 0
+
+    def run_round(self, state: dict[str, Any], round_no: int) -> None:
+        info = state["rounds"][round_no]
+        stored = _stored_ids(self.crawl_dir, state, self.spec)
+        in_round = sum(
+            len(p["photos"]) for q in self.spec.queries() for p in _finished_pages(self.crawl_dir, round_no, q.key)
+        )
+        budget = info["max_photos"]
+        for query in self.spec.queries():
+            pages = _finished_pages(self.crawl_dir, round_no, query.key)
+            if any(p["round_done"] for p in pages):
+                return  # the photo budget ran out on a finished page of this round
+            if pages and pages[-1]["query_done"]:
+                continue
+            page_no = len(pages) + 1
+            cursor = info["cursors"].get(query.key, {})
+            while True:
+                remaining = None if budget is None else budget - in_round
+                record = self._page(query, round_no, page_no, cursor, info["max_pages"], stored, remaining)
+                _write_json(_page_path(self.crawl_dir, round_no, query.key, page_no), record)
+                self.on_step(f"page {query.key} {page_no}")
+                self.pages_fetched += 1
+                self.new_photos += len(record["photos"])
+                in_round += len(record["photos"])
+                stored.update(p["photo_id"] for p in record["photos"])
+                if record["round_done"]:
+                    return
+                if record["query_done"]:
+                    break
+                page_no += 1
+
+    def _listing(self, query: Query, page_no: int, cursor: dict[str, int | None]) -> PhotoPage:
+        spec = self.spec
+        if query.kind == "group":
+            return self.client.group_pool_page(
+                query.group_id, page=page_no, per_page=spec.per_page, image_size=spec.image_size
+            )
+        bounds = [d for d in (spec.min_upload_date, cursor.get("date_uploaded")) if d is not None]
+        return self.client.search_page(
+            page=page_no,
+            per_page=spec.per_page,
+            image_size=spec.image_size,
+            tags=spec.tags,
+            tag_mode=spec.tag_mode,
+            text=spec.text,
+            min_upload_date=max(bounds) if bounds else None,
+        )
+
+    def _page(
+        self,
+        query: Query,
+        round_no: int,
+        page_no: int,
+        cursor: dict[str, int | None],
+        max_pages: int | None,
+        stored: set[str],
+        remaining: int | None,
+    ) -> dict[str, Any]:
+        spec = self.spec
+        listing = self._listing(query, page_no, cursor)
+        self.on_step(f"listed {query.key} {page_no}")
+        if query.kind == "search" and page_no == 1 and listing.total > SEARCH_RESULT_CAP:
+            self.log(
+                f"search matches {listing.total} photos; Flickr returns only the first "
+                f"{SEARCH_RESULT_CAP}: narrow the search or crawl in date windows"
+            )
+        photos: list[dict[str, Any]] = []
+        skips = [{"photo_id": s.photo_id, "reason": s.reason} for s in listing.skipped]
+        added_cursor = cursor.get("date_added")
+        reached_old = False
+        round_done = False
+        on_page: set[str] = set()
+        for record in listing.photos:
+            if remaining is not None and remaining <= 0:
+                round_done = True
+                break
+            if query.kind == "group" and added_cursor is not None:
+                if record.date_added is not None and record.date_added < added_cursor:
+                    reached_old = True  # pools list newest additions first: the rest is old
+                    break
+            if spec.min_upload_date is not None and record.date_uploaded < spec.min_upload_date:
+                continue
+            if record.photo_id in stored or record.photo_id in on_page:
+                continue
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", record.photo_id):
+                skips.append({"photo_id": record.photo_id, "reason": "photo id unusable as a file name"})
+                continue
+            stored_photo = self._photo(record, skips)
+            if stored_photo is None:
+                continue
+            photos.append(stored_photo)
+            on_page.add(record.photo_id)
+            if remaining is not None:
+                remaining -= 1
+        if remaining is not None and remaining <= 0:
+            round_done = True  # the round's photo budget is spent
+        last_page = listing.pages <= page_no or (not listing.photos and not listing.skipped)
+        query_done = (
+            round_done
+            or reached_old
+            or last_page
+            or (max_pages is not None and page_no >= max_pages)
+        )
+        n_broken = sum(1 for p in photos if p["image"] and p["image"]["status"] == IMAGE_BROKEN)
+        self.log(
+            f"round {round_no} {query.key} page {page_no}/{max(listing.pages, page_no)}: "
+            f"{len(listing.photos)} listed, {len(photos)} stored, {len(skips)} skipped, "
+            f"{n_broken} broken images"
+        )
+        return {
+            "round": round_no,
+            "query": query.key,
+            "page": page_no,
+            "pages": listing.pages,
+            "total": listing.total,
+            "max_date_uploaded": listing.max_date_uploaded,
+            "max_date_added": listing.max_date_added,
+            "query_done": bool(query_done),
+            "round_done": bool(round_done),
+            "photos": photos,
+            "skips": skips,
+        }
+
+    def _photo(self, record: PhotoRecord, skips: list[dict[str, Any]]) -> dict[str, Any] | None:
+        spec = self.spec
+        photo_id = record.photo_id
+        groups: list[list[str]] = []
+        if spec.fetch_groups:
+            try:
+                contexts = self.client.photo_contexts(photo_id)
+            except FlickrPermanentError as exc:
+                if exc.code != _PHOTO_NOT_FOUND:
+                    raise
+                skips.append({"photo_id": photo_id, "reason": str(exc)})
+                return None
+            groups = [[g.group_id, g.name] for g in contexts.groups]
+            skips.extend({"photo_id": s.photo_id, "reason": s.reason} for s in contexts.skipped)
+            self.on_step(f"contexts {photo_id}")
+        raw_tags = list(record.tags)
+        if spec.fetch_raw_tags:
+            try:
+                raw_tags = list(self.client.photo_raw_tags(photo_id))
+            except FlickrPermanentError as exc:
+                if exc.code != _PHOTO_NOT_FOUND:
+                    raise
+                skips.append({"photo_id": photo_id, "reason": str(exc)})
+                return None
+            self.on_step(f"info {photo_id}")
+        image = None
+        if spec.download_images:
+            image = self._image(record)
+            self.on_step(f"image {photo_id}")
+        return {
+            "photo_id": photo_id,
+            "owner": record.owner,
+            "owner_name": record.owner_name,
+            "title": record.title,
+            "date_uploaded": record.date_uploaded,
+            "date_added": record.date_added,
+            "license": record.license,
+            "url": record.image_url,
+            "raw_tags": raw_tags,
+            "groups": groups,
+            "image": image,
+        }
+
+    def _image(self, record: PhotoRecord) -> dict[str, Any]:
+        if record.image_url is None:
+            result = ImageResult(
+                IMAGE_BROKEN, f"Flickr gave no {self.spec.image_size} for this photo", None, None, None, None, 0
+            )
+        else:
+            dest = self.crawl_dir / "images" / f"{record.photo_id}{extension_for(record.image_url)}"
+            if dest.exists():
+                # Written (atomically, so whole) by a run killed before this page finished.
+                result = inspect_file(dest)
+            else:
+                assert self.fetcher is not None
+                result = self.fetcher.fetch(record.photo_id, record.image_url, dest)
+        return {
+            "status": result.status,
+            "reason": result.reason,
+            "path": str(result.path.relative_to(self.crawl_dir)) if result.path else None,
+            "sha256": result.sha256,
+            "width": result.width,
+            "height": result.height,
+        }
+
+
+def _stored_ids(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> set[str]:
+    ids: set[str] = set()
+    for round_no in range(len(state["rounds"])):
+        for query in spec.queries():
+            for page in _finished_pages(crawl_dir, round_no, query.key):
+                ids.update(p["photo_id"] for p in page["photos"])
+    return ids
+
+
+def _cursors(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec, before_round: int) -> dict[str, dict[str, int | None]]:
+    """Per listing: the largest upload date and pool-addition date it has listed so far."""
+    out: dict[str, dict[str, int | None]] = {}
+    for query in spec.queries():
+        uploaded: list[int] = []
+        added: list[int] = []
+        for round_no in range(before_round):
+            for page in _finished_pages(crawl_dir, round_no, query.key):
+                if page["max_date_uploaded"] is not None:
+                    uploaded.append(page["max_date_uploaded"])
+                if page["max_date_added"] is not None:
+                    added.append(page["max_date_added"])
+        out[query.key] = {
+            "date_uploaded": max(uploaded) if uploaded else None,
+            "date_added": max(added) if added else None,
+        }
+    return out
+
+
+def _run(
+    spec: CrawlSpec,
+    client: FlickrClient,
+    crawl_dir: str | Path,
+    *,
+    new_round: bool,
+    log: Log | None,
+    fetcher: ImageFetcher | None,
+    on_step: Callable[[str], None] | None,
+) -> CrawlSummary:
+    if not isinstance(spec, CrawlSpec):
+        raise FlickrConfigError(f"expected a CrawlSpec, got {type(spec).__name__}")
+    crawl_dir = Path(crawl_dir).resolve()
+    log = log or (lambda message: None)
+    step = on_step or (lambda name: None)
+    calls_before = dict(client.stats.attempts)
+    retries_before = client.stats.retries
+    own_fetcher = fetcher is None and spec.download_images
+    if own_fetcher:
+        fetcher = ImageFetcher(log=log)
+    downloads_before = fetcher.requests if fetcher else 0
+    try:
+        with _locked(crawl_dir):
+            state = _load_state(crawl_dir)
+            if state is None:
+                state = {"format": STATE_FORMAT, "spec": spec.identity(), "rounds": []}
+            _check_spec(state, spec, crawl_dir)
+            pages_before = _count_pages(crawl_dir, state, spec)
+            crawl = _Crawl(spec, client, crawl_dir, fetcher, log, step)
+            rounds = state["rounds"]
+            if rounds and not rounds[-1]["complete"]:
+                round_no = len(rounds) - 1
+                log(f"resuming round {round_no} in {crawl_dir}")
+            elif not rounds or new_round:
+                round_no = len(rounds)
+                rounds.append(
+                    {
+                        "round": round_no,
+                        "cursors": _cursors(crawl_dir, state, spec, round_no),
+                        "max_pages": spec.max_pages,
+                        "max_photos": spec.max_photos,
+                        "complete": False,
+                    }
+                )
+                _write_json(crawl_dir / STATE_FILE, state)
+                step("state")
+                log(f"starting round {round_no} in {crawl_dir}")
+            else:
+                round_no = None
+                log(f"crawl in {crawl_dir} is complete; nothing to do")
+            if round_no is not None:
+                info = rounds[round_no]
+                if (info["max_pages"], info["max_photos"]) != (spec.max_pages, spec.max_photos):
+                    log(
+                        f"round {round_no} keeps the limits it started with (max_pages="
+                        f"{info['max_pages']}, max_photos={info['max_photos']})"
+                    )
+                crawl.run_round(state, round_no)
+                info["complete"] = True
+                _write_json(crawl_dir / STATE_FILE, state)
+                step("state")
+                log(f"round {round_no} complete: {crawl.new_photos} new photos")
+            summary = _summarise(crawl_dir, state, spec)
+    finally:
+        if own_fetcher and fetcher is not None:
+            fetcher.close()
+    calls = {
+        m: n - calls_before.get(m, 0) for m, n in client.stats.attempts.items() if n - calls_before.get(m, 0)
+    }
+    return CrawlSummary(
+        **summary,
+        new_photos=crawl.new_photos,
+        pages_fetched=crawl.pages_fetched,
+        pages_reused=pages_before,
+        api_calls=calls,
+        retries=client.stats.retries - retries_before,
+        image_downloads=(fetcher.requests - downloads_before) if fetcher else 0,
+    )
+
+
+def _count_pages(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> int:
+    return sum(
+        len(_finished_pages(crawl_dir, r, q.key)) for r in range(len(state["rounds"])) for q in spec.queries()
+    )
+
+
+def _iter_pages(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> Iterator[dict[str, Any]]:
+    for round_no in range(len(state["rounds"])):
+        for query in spec.queries():
+            yield from _finished_pages(crawl_dir, round_no, query.key)
+
+
+def _summarise(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> dict[str, Any]:
+    photos = ok = broken = skipped = 0
+    for page in _iter_pages(crawl_dir, state, spec):
+        photos += len(page["photos"])
+        skipped += len(page["skips"])
+        for photo in page["photos"]:
+            if photo["image"]:
+                if photo["image"]["status"] == IMAGE_BROKEN:
+                    broken += 1
+                else:
+                    ok += 1
+    rounds = state["rounds"]
+    return {
+        "crawl_dir": str(crawl_dir),
+        "rounds": sum(1 for r in rounds if r["complete"]),
+        "complete": bool(rounds) and rounds[-1]["complete"],
+        "photos": photos,
+        "images_ok": ok,
+        "images_broken": broken,
+        "skipped": skipped,
+        "cursors": _cursors(crawl_dir, state, spec, len(rounds)),
+    }
+
+
+def crawl(
+    spec: CrawlSpec,
+    client: FlickrClient,
+    crawl_dir: str | Path,
+    log: Log | None = None,
+    *,
+    fetcher: ImageFetcher | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> CrawlSummary:
+    """Run (or resume) the crawl of ``spec`` into ``crawl_dir``; a finished crawl is a no-op.
+
+    ``fetcher`` downloads images (default: a new ``ImageFetcher``). ``on_step`` is called with
+    a short name after every durable step (a listing read, a photo's groups, an image, a page
+    file, the state file): a progress hook, and a way to stop the crawl (raise from it); a
+    stopped crawl resumes where it stopped. Raises ``FlickrPermanentError`` (bad key, unknown
+    group), ``FlickrRetriesExhausted`` / ``ImageDownloadError`` (an outage outlasting the
+    retries: run again later) and ``CrawlStateError`` (directory of another spec, or busy)."""
+    return _run(spec, client, crawl_dir, new_round=False, log=log, fetcher=fetcher, on_step=on_step)
+
+
+def recrawl(
+    spec: CrawlSpec,
+    client: FlickrClient,
+    crawl_dir: str | Path,
+    log: Log | None = None,
+    *,
+    fetcher: ImageFetcher | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> CrawlSummary:
+    """Add what is new since the last round: finishes an unfinished round if there is one,
+    else starts a new round that asks each listing only for photos past its cursor (module
+    docstring). On an empty directory it is the first crawl. Never stores a photo twice."""
+    return _run(spec, client, crawl_dir, new_round=True, log=log, fetcher=fetcher, on_step=on_step)
+
+
+# -- reading a crawl ---------------------------------------------------------------------------
+
+
+def _state_and_spec(crawl_dir: Path) -> tuple[dict[str, Any], CrawlSpec]:
+    state = _load_state(crawl_dir)
+    if state is None:
+        raise CrawlStateError(f"no Flickr crawl in {crawl_dir} (no {STATE_FILE})")
+    known = {f.name for f in fields(CrawlSpec)}
+    spec = CrawlSpec(**{k: v for k, v in state["spec"].items() if k in known})
+    return state, spec
+
+
+def load_ingest_tables(crawl_dir: str | Path, *, require_complete: bool = True) -> IngestTables:
+    """The four ingest tables (``tagrec_models.sources.tables``) of every finished page of
+    every round in ``crawl_dir``, ``source = 'flickr'``.
+
+    ``photos.owner`` is the owner's NSID, ``url`` the image URL of the crawled size,
+    ``license`` Flickr's licence id. ``photo_tags.raw_tag`` is Flickr's tag (see the module
+    docstring), ``tag`` its ``clean_tag``. ``photo_groups`` holds every public pool of the photo
+    (not only the crawled groups). ``images.path`` is absolute. Raises ``CrawlStateError`` when
+    the directory holds no crawl, or (``require_complete``) when its last round is unfinished."""
+    crawl_dir = Path(crawl_dir).resolve()
+    state, spec = _state_and_spec(crawl_dir)
+    rounds = state["rounds"]
+    if require_complete and not (rounds and rounds[-1]["complete"]):
+        raise CrawlStateError(f"the crawl in {crawl_dir} is not finished; run crawl() to resume it")
+    photos, tags, groups, images = [], [], [], []
+    for page in _iter_pages(crawl_dir, state, spec):
+        for p in page["photos"]:
+            pid = p["photo_id"]
+            photos.append(
+                {
+                    "photo_id": pid,
+                    "owner": p["owner"],
+                    "title": p["title"],
+                    "date_uploaded": pd.Timestamp(p["date_uploaded"], unit="s", tz="UTC"),
+                    "url": p["url"],
+                    "license": p["license"],
+                    "source": SOURCE,
+                }
+            )
+            seen_raw: set[str] = set()
+            for raw in p["raw_tags"]:
+                cleaned = clean_tag(raw)
+                if cleaned and raw not in seen_raw:
+                    seen_raw.add(raw)
+                    tags.append({"photo_id": pid, "raw_tag": raw, "tag": cleaned})
+            for group_id, name in p["groups"]:
+                groups.append({"photo_id": pid, "group_id": group_id, "group_name": name})
+            image = p["image"]
+            if image is not None:
+                images.append(
+                    {
+                        "photo_id": pid,
+                        "path": str(crawl_dir / image["path"]) if image["path"] else None,
+                        "sha256": image["sha256"],
+                        "width": image["width"],
+                        "height": image["height"],
+                        "status": image["status"],
+                        "reason": image["reason"],
+                    }
+                )
+
+    def frame(rows: list[dict[str, Any]], columns: dict[str, str]) -> pd.DataFrame:
+        return pd.DataFrame(rows, columns=list(columns)) if rows else IngestTables.empty_frame(columns)
+
+    return IngestTables(
+        photos=frame(photos, PHOTOS_COLUMNS),
+        photo_tags=frame(tags, PHOTO_TAGS_COLUMNS),
+        photo_groups=frame(groups, PHOTO_GROUPS_COLUMNS),
+        images=frame(images, IMAGES_COLUMNS),
+    )
+
+
+def load_skips(crawl_dir: str | Path) -> pd.DataFrame:
+    """Every record a crawl left out, with why: columns round, query, page, photo_id, reason."""
+    crawl_dir = Path(crawl_dir).resolve()
+    state, spec = _state_and_spec(crawl_dir)
+    rows = [
+        {"round": page["round"], "query": page["query"], "page": page["page"], **skip}
+        for page in _iter_pages(crawl_dir, state, spec)
+        for skip in page["skips"]
+    ]
+    columns = ["round", "query", "page", "photo_id", "reason"]
+    return pd.DataFrame(rows, columns=columns)
