@@ -32,7 +32,7 @@ sparse matrix-vector product, never a loop over nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from scipy import sparse
@@ -196,6 +196,7 @@ def walk_tag_scores(
     *,
     restart_tags: np.ndarray | None = None,
     restart_tag_mass: np.ndarray | float = 0.0,
+    restart_scope: Literal["graph", "all"] = "graph",
     damping: float = 0.85,
     tol: float = 1e-10,
     max_iter: int = 1000,
@@ -208,13 +209,18 @@ def walk_tag_scores(
     ``restart_tags`` (``[Q, n_tags]``, rows summing to 1 or all zero) with
     ``restart_tag_mass`` (a scalar or ``[Q]`` in [0, 1)) moves that share of the restart
     from the target image onto the user's own tag distribution (personalised restart; 0 is
-    the paper). A row of ``restart_tags`` that is all zero (a cold-start user) keeps the
-    whole restart on the target.
+    the paper). With ``restart_scope="graph"`` the user's distribution is restricted to the
+    tags the query's neighbours carry (and renormalised): the history then re-weights the
+    visually plausible tags instead of pulling in the user's tags of unrelated topics;
+    ``"all"`` restarts on the whole distribution. A row with no mass left (a cold-start user,
+    or no overlap with the graph) keeps the whole restart on the target.
     """
     neighbours = np.asarray(neighbours, dtype=np.int64)
     n_q, k = neighbours.shape
     image_tags = sparse.csr_matrix(image_tags, dtype=np.float64)
     n_tags = image_tags.shape[1]
+    if restart_scope not in ("graph", "all"):
+        raise ValueError(f"walk_tag_scores: restart_scope must be 'graph' or 'all', got {restart_scope!r}")
     mass = np.broadcast_to(np.asarray(restart_tag_mass, dtype=np.float64), (n_q,)).copy()
     if ((mass < 0) | (mass >= 1)).any():
         raise ValueError("walk_tag_scores: restart_tag_mass must lie in [0, 1)")
@@ -234,9 +240,18 @@ def walk_tag_scores(
         stop = min(start + batch_size, n_q)
         graph = neighbour_tag_graph(neighbours[start:stop], weights[start:stop], image_tags)
         restart = np.zeros((stop - start, graph.block_size))
-        restart[:, 0] = 1.0 - mass[start:stop]
+        batch_mass = mass[start:stop].copy()
         if restart_tags is not None:
-            restart[:, graph.tag_slice()] = mass[start:stop, None] * restart_tags[start:stop]
+            personal = restart_tags[start:stop]
+            if restart_scope == "graph":
+                # A tag node is in a query's graph when it has an edge (a non-empty column).
+                linked = np.diff(graph.operator.tocsc().indptr).reshape(-1, graph.block_size) > 0
+                personal = personal * linked[:, graph.tag_slice()]
+                totals = personal.sum(axis=1, keepdims=True)
+                personal = np.divide(personal, totals, out=np.zeros_like(personal), where=totals > 0)
+                batch_mass = np.where(totals[:, 0] > 0, batch_mass, 0.0)
+            restart[:, graph.tag_slice()] = batch_mass[:, None] * personal
+        restart[:, 0] = 1.0 - batch_mass
         result = random_walk_with_restart(
             graph.operator, restart.ravel(), damping=damping, tol=tol, max_iter=max_iter, block_size=graph.block_size
         )

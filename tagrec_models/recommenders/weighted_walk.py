@@ -19,7 +19,8 @@ information, known at upload). Two further routes for the user's own history, bo
 the paper) by default and meant to be chosen on validation:
 
 * ``user_restart``: that share of the restart mass goes to the user's own training tag
-  distribution instead of the target image (a personalised PageRank restart);
+  distribution (by default restricted to the tags the neighbours carry) instead of the
+  target image (a personalised PageRank restart);
 * ``own_image_bonus``: added to y for training images the same user posted, so the user's
   own images are preferred as neighbours.
 
@@ -36,6 +37,7 @@ after all reached tags by training popularity.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 import numpy as np
 
 from tagrec_models.data import Posts, SideInfo
@@ -58,6 +60,9 @@ class WeightedWalkConfig(NeighbourConfig):
     tol: convergence threshold on each graph's L1 change per iteration.
     max_iter: iterations allowed before the walk counts as not converging (an error).
     user_restart: share of the restart mass put on the user's own tag distribution (0 = off).
+    user_restart_scope: "graph" restricts that distribution to the tags the neighbours carry
+        (the history re-weights the visually plausible tags), "all" uses it
+        whole.
     own_image_bonus: added to y for the user's own training images (0 = off).
     popularity_fallback: rank tags the walk never reaches by training popularity.
     """
@@ -70,6 +75,7 @@ class WeightedWalkConfig(NeighbourConfig):
     tol: float = 1e-10
     max_iter: int = 1000
     user_restart: float = 0.0
+    user_restart_scope: Literal["graph", "all"] = "graph"
     own_image_bonus: float = 0.0
     popularity_fallback: bool = True
 
@@ -83,6 +89,8 @@ class WeightedWalkConfig(NeighbourConfig):
             raise ValueError(f"user_restart must lie in [0, 1), got {self.user_restart}")
         if self.own_image_bonus < 0:
             raise ValueError(f"own_image_bonus must be non-negative, got {self.own_image_bonus}")
+        if self.user_restart_scope not in ("graph", "all"):
+            raise ValueError(f"user_restart_scope must be 'graph' or 'all', got {self.user_restart_scope!r}")
         if self.weight_normalisation not in ("sum", "max"):
             raise ValueError(f"weight_normalisation must be 'sum' or 'max', got {self.weight_normalisation!r}")
 
@@ -107,6 +115,7 @@ class WeightedWalk(NeighbourRecommender):
             self.memory.image_tags,
             restart_tags=profiles,
             restart_tag_mass=cfg.user_restart,
+            restart_scope=cfg.user_restart_scope,
             damping=cfg.damping,
             tol=cfg.tol,
             max_iter=cfg.max_iter,

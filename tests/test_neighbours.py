@@ -1,0 +1,230 @@
+"""Guards paper 2's neighbour selection (section 4.1): min-max similarity (eq. 3), group
+Jaccard (eq. 4), the correlation degree (eq. 5) and neighbour weights against hand-worked
+values, and the exact batched search (dense BLAS and scikit-learn index) against the
+one-query-at-a-time brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from tagrec_models.neighbours import (
+    NeighbourIndex,
+    brute_force_neighbours,
+    correlation,
+    jaccard_from_counts,
+    jaccard_matrix,
+    min_max_similarity,
+    neighbour_weights,
+)
+
+
+def test_min_max_similarity_by_hand():
+    # distances 1, 3, 2, 5: d_min = 1, d_max = 5, span 4; s = 1 - (d - 1) / 4.
+    d = np.array([[1.0, 3.0, 2.0, 5.0]])
+    s = min_max_similarity(d, d.min(axis=1, keepdims=True), d.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(s, [[1.0, 0.5, 0.75, 0.0]])
+
+
+def test_min_max_similarity_equal_distances_are_all_similar():
+    d = np.full((1, 3), 2.0)
+    np.testing.assert_array_equal(min_max_similarity(d, 2.0, 2.0), np.ones((1, 3)))
+
+
+def test_jaccard_by_hand():
+    # A = {0, 1}, B = {1, 2}, C = {}, D = {0, 1}
+    groups = sparse.csr_matrix(np.array([[1, 1, 0], [0, 1, 1], [0, 0, 0], [1, 1, 0]], dtype=float))
+    jac = jaccard_matrix(groups, groups)
+    # |A & B| = 1, |A | B| = 3; A vs C: 0/2; A vs D: 2/2; C vs C: 0/0 -> 0 (no group evidence).
+    assert jac[0, 1] == pytest.approx(1 / 3)
+    assert jac[0, 2] == 0.0
+    assert jac[0, 3] == 1.0
+    assert jac[2, 2] == 0.0
+    assert jac[1, 1] == 1.0
+    np.testing.assert_allclose(jac, jac.T)
+    assert jaccard_from_counts(np.array([2.0]), np.array([3.0]), np.array([4.0]))[0] == pytest.approx(2 / 5)
+
+
+def test_correlation_by_hand():
+    # lambda 0.4, s = 0.5, J = 1/3: 0.4 * 0.5 + 0.6 / 3 = 0.2 + 0.2 = 0.4
+    assert correlation(np.array(0.5), np.array(1 / 3), 0.4) == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="lambda"):
+        correlation(np.array(0.5), np.array(0.5), 1.5)
+
+
+def test_neighbour_weights_by_hand():
+    y = np.array([[0.8, 0.6, 0.6], [0.0, 0.0, 0.0], [0.5, 0.25, 0.0]])
+    valid = np.array([[True, True, True], [True, True, False], [True, True, False]])
+    # sum: 0.8/2, 0.6/2, 0.6/2; an all-zero row: equal weights over the valid neighbours;
+    # padding gets 0.
+    np.testing.assert_allclose(
+        neighbour_weights(y, "sum", valid), [[0.4, 0.3, 0.3], [0.5, 0.5, 0.0], [2 / 3, 1 / 3, 0.0]]
+    )
+    np.testing.assert_allclose(
+        neighbour_weights(y, "max", valid), [[1.0, 0.75, 0.75], [1.0, 1.0, 0.0], [1.0, 0.5, 0.0]]
+    )
+    with pytest.raises(ValueError, match="non-negative"):
+        neighbour_weights(-y - 1)
+
+
+def _line_example():
+    """Four training images on a line (1-d codes 0, 1, 3, 5) and a query at 0.5.
+
+    distances 0.5, 0.5, 2.5, 4.5 -> d_min 0.5, d_max 4.5, s = 1, 1, 0.5, 0.
+    groups: query {g0}; x0 {g1}, x1 {g0, g1}, x2 {g0}, x3 {} -> J = 0, 1/2, 1, 0.
+    lambda 0.4: y = 0.4 s + 0.6 J = 0.4, 0.7, 0.8, 0.0 -> top 2: x2 (0.8), x1 (0.7),
+    weights (sum) 8/15, 7/15. Without groups (noUG) y = s = 1, 1, 0.5, 0: x0 and x1 tie and
+    the lower row goes first.
+    """
+    train = np.array([[0.0], [1.0], [3.0], [5.0]], dtype=np.float32)
+    groups = sparse.csr_matrix(np.array([[0, 1], [1, 1], [1, 0], [0, 0]], dtype=float))
+    query = np.array([[0.5]], dtype=np.float32)
+    query_groups = sparse.csr_matrix(np.array([[1, 0]], dtype=float))
+    return train, groups, query, query_groups
+
+
+@pytest.mark.parametrize("backend", ["dense", "index"])
+def test_search_by_hand(backend):
+    train, groups, query, query_groups = _line_example()
+    index = NeighbourIndex(train, groups=groups, backend=backend)
+    found = index.search(query, 2, lam=0.4, query_groups=query_groups)
+    np.testing.assert_array_equal(found.index, [[2, 1]])
+    np.testing.assert_allclose(found.score, [[0.8, 0.7]])
+    np.testing.assert_allclose(found.visual, [[0.5, 1.0]])
+    np.testing.assert_allclose(found.group, [[1.0, 0.5]])
+    np.testing.assert_allclose(found.d_min, [0.5])
+    np.testing.assert_allclose(found.d_max, [4.5])
+    np.testing.assert_allclose(found.weights("sum"), [[8 / 15, 7 / 15]])
+
+    visual_only = index.search(query, 3, lam=0.4, query_groups=query_groups, use_groups=False)
+    np.testing.assert_array_equal(visual_only.index, [[0, 1, 2]])
+    np.testing.assert_allclose(visual_only.score, [[1.0, 1.0, 0.5]])
+
+
+def _random_problem(seed: int, equal_norms: bool):
+    rng = np.random.default_rng(seed)
+    n, dim, n_q, n_groups, n_users = 400, 48, 30, 8, 25
+    train = rng.normal(size=(n, dim)).astype(np.float32)
+    if equal_norms:  # like L2-normalised VLAD codes: the farthest point is the nearest to -q
+        train /= np.linalg.norm(train, axis=1, keepdims=True)
+    else:
+        train *= rng.uniform(0.3, 3.0, size=(n, 1)).astype(np.float32)
+    queries = rng.normal(size=(n_q, dim)).astype(np.float32)
+    groups = sparse.csr_matrix((rng.random((n, n_groups)) < 0.15).astype(float))
+    query_groups = sparse.csr_matrix((rng.random((n_q, n_groups)) < 0.15).astype(float))
+    image_ids = np.arange(n) + 1000
+    # Some queries show a training image (it must not be its own neighbour), others are new.
+    query_images = np.where(rng.random(n_q) < 0.5, rng.choice(image_ids, n_q), rng.integers(0, 1000, n_q))
+    owners = rng.integers(0, n_users, n)
+    image_users = sparse.csr_matrix((np.ones(n), (np.arange(n), owners)), shape=(n, n_users))
+    query_users = rng.integers(-1, n_users, n_q)
+    return dict(
+        train=train,
+        queries=queries,
+        groups=groups,
+        query_groups=query_groups,
+        image_ids=image_ids,
+        query_images=query_images,
+        owners=owners,
+        image_users=image_users,
+        query_users=query_users,
+    )
+
+
+SEARCHES = [
+    dict(lam=0.4),
+    dict(lam=0.4, use_groups=False),
+    dict(lam=0.1, own_image_bonus=0.3),
+    dict(lam=0.7, distinct_owners=True),
+    dict(lam=1.0),
+]
+
+
+@pytest.mark.parametrize("equal_norms", [True, False])
+@pytest.mark.parametrize("backend", ["dense", "index"])
+def test_search_equals_brute_force(backend, equal_norms):
+    p = _random_problem(3 + equal_norms, equal_norms)
+    index = NeighbourIndex(
+        p["train"],
+        groups=p["groups"],
+        image_ids=p["image_ids"],
+        image_users=p["image_users"],
+        owners=p["owners"],
+        backend=backend,
+    )
+    for options in SEARCHES:
+        ref_index, ref_score = brute_force_neighbours(
+            p["train"],
+            p["queries"],
+            12,
+            train_groups=p["groups"],
+            query_groups=p["query_groups"],
+            train_image_ids=p["image_ids"],
+            query_images=p["query_images"],
+            train_image_users=p["image_users"],
+            query_users=p["query_users"],
+            owners=p["owners"],
+            **options,
+        )
+        found = index.search(
+            p["queries"],
+            12,
+            query_groups=p["query_groups"],
+            query_images=p["query_images"],
+            query_users=p["query_users"],
+            batch_size=7,  # several batches, one of them short
+            **options,
+        )
+        np.testing.assert_array_equal(found.index, ref_index, err_msg=str(options))
+        np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12, err_msg=str(options))
+
+
+def test_search_options_do_what_they_say():
+    p = _random_problem(11, True)
+    index = NeighbourIndex(
+        p["train"], groups=p["groups"], image_ids=p["image_ids"], image_users=p["image_users"], owners=p["owners"]
+    )
+    common = dict(query_groups=p["query_groups"], query_images=p["query_images"], query_users=p["query_users"])
+    plain = index.search(p["queries"], 10, lam=0.4, **common)
+    # Never the query's own image.
+    assert not (p["image_ids"][plain.index] == p["query_images"][:, None]).any()
+    # Distinct owners: no owner twice in a row.
+    distinct = index.search(p["queries"], 10, lam=0.4, distinct_owners=True, **common)
+    for row in p["owners"][distinct.index]:
+        assert len(set(row)) == len(row)
+    # The own-image bonus brings a known user's own images in; cold users are unaffected.
+    bonus = index.search(p["queries"], 10, lam=0.4, own_image_bonus=5.0, **common)
+    for q, user in enumerate(p["query_users"]):
+        own_in_plain = (p["owners"][plain.index[q]] == user).sum()
+        own_in_bonus = (p["owners"][bonus.index[q]] == user).sum()
+        if user < 0:
+            np.testing.assert_array_equal(bonus.index[q], plain.index[q])
+        else:
+            n_own = int(((p["owners"] == user) & (p["image_ids"] != p["query_images"][q])).sum())
+            assert own_in_bonus == min(10, n_own) >= own_in_plain
+
+
+def test_fewer_training_images_than_k_pads_with_minus_one():
+    train, groups, query, query_groups = _line_example()
+    found = NeighbourIndex(train, groups=groups).search(query, 6, lam=0.4, query_groups=query_groups)
+    np.testing.assert_array_equal(found.index, [[2, 1, 0, 3, -1, -1]])
+    assert found.valid.sum() == 4
+    np.testing.assert_allclose(found.weights().sum(), 1.0)
+
+
+def test_bad_inputs_are_named():
+    train, groups, query, query_groups = _line_example()
+    with pytest.raises(ValueError, match="NaN"):
+        NeighbourIndex(np.array([[np.nan]], dtype=np.float32))
+    index = NeighbourIndex(train, groups=groups)
+    with pytest.raises(ValueError, match="query_features"):
+        index.search(np.zeros((1, 3), dtype=np.float32), 2)
+    with pytest.raises(ValueError, match="lambda"):
+        index.search(query, 2, lam=1.5, query_groups=query_groups)
+    with pytest.raises(ValueError, match="query_groups"):
+        index.search(query, 2, lam=0.4)
+    with pytest.raises(ValueError, match="groups"):
+        NeighbourIndex(train).search(query, 2, lam=0.4, query_groups=query_groups)
+    with pytest.raises(ValueError, match="backend"):
+        NeighbourIndex(train, backend="faiss")
