@@ -22,6 +22,8 @@ test can count what was asked. Bound to 127.0.0.1 on a free port; every wait is 
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -92,8 +94,10 @@ def _owner_nsid(name: str) -> str:
     return f"{digits:08d}@N00"
 
 
+@functools.lru_cache(maxsize=4)
 def load_sample(root: Path) -> tuple[tuple[SamplePhoto, ...], dict[str, SampleGroup]]:
-    """Photos and groups from ``root/svg`` (metadata) and ``root/png`` (pixels)."""
+    """Photos and groups from ``root/svg`` (metadata) and ``root/png`` (pixels); cached, as
+    every test's server reads the same sample (callers must not mutate the dict)."""
     svg_root = root / "svg"
     by_real: dict[Path, list[Path]] = {}
     for path in sorted(svg_root.rglob("*.svg")):
@@ -231,7 +235,8 @@ class FlickrTestServer:
         api_key: str = TEST_KEY,
         api_secret: str = TEST_SECRET,
     ) -> None:
-        self.photos, self.groups = load_sample(sample_root)
+        self.photos, groups = load_sample(Path(sample_root).resolve())
+        self.groups = dict(groups)
         self.api_key = api_key
         self.api_secret = api_secret
         self.visible_until = max(p.date_uploaded for p in self.photos)
@@ -343,7 +348,9 @@ class FlickrTestServer:
             oauth_signature.base_string_uri(f"http://{handler.headers['Host']}{path}"),
             oauth_signature.normalize_parameters(params),
         )
-        expected = oauth_signature.sign_hmac_sha1(base, self.api_secret, "")
+        # RFC 5849 3.4.2: HMAC-SHA1 keyed by "<consumer secret>&<token secret>" (no token here).
+        signing_key = f"{oauth_utils.escape(self.api_secret)}&".encode()
+        expected = base64.b64encode(hmac.new(signing_key, base.encode(), hashlib.sha1).digest()).decode()
         if not hmac.compare_digest(expected, oauth_utils.unescape(oauth["oauth_signature"])):
             raise _ApiError(96, "Invalid signature")
 
@@ -583,3 +590,19 @@ def flickr_server(openclipart_sample: Path) -> Iterator[FlickrTestServer]:
         yield server
 
 
+
+
+class FakeTime:
+    """An injected clock: ``sleep`` records the wait and moves ``clock`` forward at once."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 <= seconds <= 7200, f"an implausible wait of {seconds}s"
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -13,7 +13,8 @@ def describe_call(method: str, params: Mapping[str, object]) -> str:
     """``flickr.photos.search(page=2, tags='cat')``: the call as a person would read it, with
     the transport parameters that every call carries left out."""
     shown = {k: v for k, v in params.items() if k not in {"format", "nojsoncallback"}}
-    args = ", ".join(f"{key}={shown[key]!r}" for key in sorted(shown))
+    # Values print as the strings that go on the wire, whatever type the caller used.
+    args = ", ".join(f"{key}={str(shown[key])!r}" for key in sorted(shown))
     return f"{method}({args})"
 
 

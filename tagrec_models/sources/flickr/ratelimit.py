@@ -16,14 +16,16 @@ from typing import Callable
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
 
-# With a real clock ``sleep`` can return a hair early; a few extra rounds absorb that. A clock
-# that never advances is a bug in the caller and must not hang the crawl.
-_MAX_WAIT_ROUNDS = 100
-
 
 class TokenBucket:
     """Token bucket: ``acquire()`` blocks until one call is allowed and returns the seconds it
-    waited."""
+    waited.
+
+    Kept as the equivalent "generic cell rate algorithm" (ITU-T I.371): a theoretical arrival
+    time ``tat`` advances by one interval per call, and a call may go once
+    ``now >= tat - (capacity - 1) * interval``. The wait is computed once rather than polled,
+    so no float round-off can make it spin.
+    """
 
     def __init__(
         self,
@@ -37,33 +39,20 @@ class TokenBucket:
             raise ValueError(f"rate_per_hour must be > 0, got {rate_per_hour!r}")
         if not capacity >= 1:
             raise ValueError(f"capacity must be >= 1 (one call needs one token), got {capacity!r}")
-        self.rate_per_s = float(rate_per_hour) / 3600.0
+        self.interval_s = 3600.0 / float(rate_per_hour)
         self.capacity = float(capacity)
+        self._tolerance = (self.capacity - 1.0) * self.interval_s
         self._clock = clock or time.monotonic
         self._sleep = sleep or time.sleep
-        self._tokens = self.capacity  # a fresh client may call at once
-        self._stamp = self._clock()
+        self._tat = self._clock()  # a fresh bucket is full
         self.waited_s = 0.0
 
-    def _refill(self) -> None:
-        now = self._clock()
-        elapsed = max(0.0, now - self._stamp)
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate_per_s)
-        self._stamp = now
-
     def acquire(self) -> float:
-        waited = 0.0
-        self._refill()
-        for _ in range(_MAX_WAIT_ROUNDS):
-            if self._tokens >= 1.0 - 1e-9:
-                self._tokens -= 1.0
-                self.waited_s += waited
-                return waited
-            wait = (1.0 - self._tokens) / self.rate_per_s
-            self._sleep(wait)
-            waited += wait
-            self._refill()
-        raise RuntimeError(
-            f"rate limiter waited {_MAX_WAIT_ROUNDS} times without the clock advancing; "
-            "the injected clock and sleep do not agree"
-        )
+        now = self._clock()
+        tat = max(self._tat, now)
+        wait = max(0.0, tat - self._tolerance - now)
+        if wait > 0.0:
+            self._sleep(wait)  # time.sleep never returns early (PEP 475)
+        self._tat = tat + self.interval_s
+        self.waited_s += wait
+        return wait
