@@ -28,7 +28,6 @@ Command line (used by ``scripts/setup_system.sh``)::
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import re
 import shutil
@@ -197,14 +196,20 @@ def install_wordnet(
             tmp.chmod(0o644)
         copied += 1
     say(f"WordNet: {copied} file(s) written to {target}; lexnames from {origin}")
-    _load.cache_clear()  # a reader cached before this install would see the old files
+    if copied:
+        # A reader loaded before this install holds the old files' contents.
+        _READERS.pop(str(Path(nltk_data).resolve()), None)
     verify_wordnet(nltk_data)
     say(f"WordNet: verified {target} (version {WORDNET_VERSION}, dog.n.01 offset ok)")
     return target
 
 
-@functools.lru_cache(maxsize=4)
+_READERS: dict[str, object] = {}
+
+
 def _load(nltk_data: str):
+    if nltk_data in _READERS:
+        return _READERS[nltk_data]
     import nltk.data
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
@@ -217,7 +222,9 @@ def _load(nltk_data: str):
         # Without the Open Multilingual WordNet nltk warns that multilingual functions are
         # unavailable; only English lemmas are used here.
         warnings.filterwarnings("ignore", message=".*multilingual.*", category=UserWarning)
-        return WordNetCorpusReader(str(_wordnet_dir(Path(nltk_data))), omw_reader=None)
+        reader = WordNetCorpusReader(str(_wordnet_dir(Path(nltk_data))), omw_reader=None)
+    _READERS[nltk_data] = reader
+    return reader
 
 
 def load_wordnet(nltk_data: Path):
