@@ -1,0 +1,440 @@
+"""Guards the Flickr crawler against the local server: the ingest tables it builds, broken
+images and bad records recorded (never dropped silently), clear errors, a crawl killed at any
+step (or by SIGKILL) resuming to exactly the uninterrupted result without re-requesting a
+finished page, re-crawls adding only new photos, and no secret in any file or log."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from flickr_server import (  # noqa: F401  (flickr_server is a fixture)
+    TEST_KEY,
+    TEST_SECRET,
+    FakeTime,
+    cut_image,
+    flickr_clean_tag,
+    flickr_fail,
+    flickr_server,
+    http_error,
+    missing_field,
+    truncated_image,
+)
+
+from tagrec_models.sources.flickr import (
+    ClientConfig,
+    CrawlSpec,
+    CrawlStateError,
+    FlickrClient,
+    FlickrConfigError,
+    FlickrCredentials,
+    FlickrPermanentError,
+    FlickrRetriesExhausted,
+    ImageConfig,
+    ImageFetcher,
+    RetryPolicy,
+    crawl,
+    load_ingest_tables,
+    load_skips,
+    recrawl,
+)
+from tagrec_models.sources.tables import IMAGE_BROKEN, IMAGE_OK
+
+REPO = Path(__file__).resolve().parents[1]
+POOLS = "flickr.groups.pools.getPhotos"
+SEARCH = "flickr.photos.search"
+CONTEXTS = "flickr.photos.getAllContexts"
+
+
+class Killed(Exception):
+    """Raised from ``on_step`` to stop a crawl the way a dying process would."""
+
+
+def make_client(server, fake: FakeTime, **config) -> FlickrClient:
+    config.setdefault("calls_per_hour", 1e12)
+    config.setdefault("retry", RetryPolicy(max_attempts=4))
+    return FlickrClient(
+        FlickrCredentials(TEST_KEY, TEST_SECRET),
+        ClientConfig(rest_url=server.rest_url, **config),
+        clock=fake.clock,
+        sleep=fake.sleep,
+    )
+
+
+def make_fetcher(fake: FakeTime) -> ImageFetcher:
+    return ImageFetcher(ImageConfig(timeout_s=5, retry=RetryPolicy(max_attempts=4)), sleep=fake.sleep)
+
+
+def run(kind, spec, server, crawl_dir, fake=None, **kw):
+    fake = fake or FakeTime()
+    return kind(spec, make_client(server, fake), crawl_dir, fetcher=make_fetcher(fake), **kw)
+
+
+def snapshot(crawl_dir: Path) -> dict[str, pd.DataFrame]:
+    """The ingest tables with image paths relative to the crawl directory, row order kept."""
+    tables = load_ingest_tables(crawl_dir)
+    images = tables.images.copy()
+    images["path"] = images["path"].map(
+        lambda p: None if pd.isna(p) else str(Path(p).relative_to(Path(crawl_dir).resolve()))
+    )
+    return {
+        "photos": tables.photos,
+        "photo_tags": tables.photo_tags,
+        "photo_groups": tables.photo_groups,
+        "images": images,
+        "skips": load_skips(crawl_dir),
+    }
+
+
+def assert_same_tables(left: dict[str, pd.DataFrame], right: dict[str, pd.DataFrame]) -> None:
+    for name in left:
+        pd.testing.assert_frame_equal(left[name], right[name], obj=name)
+
+
+def finished_pages(crawl_dir: Path) -> list[tuple[int, str, int]]:
+    out = []
+    for path in sorted((crawl_dir / "pages").glob("r*/*/p*.json")):
+        out.append((int(path.parent.parent.name[1:]), path.parent.name, int(path.stem[1:])))
+    return out
+
+
+def listing_requests(server, query: str, page: int) -> int:
+    if query == "search":
+        return server.count(SEARCH, page=page)
+    return server.count(POOLS, group_id=query.removeprefix("group-"), page=page)
+
+
+def expected_ids(server, spec: CrawlSpec) -> set[str]:
+    wanted = {flickr_clean_tag(t) for t in spec.tags}
+    out = set()
+    for photo in server.visible():
+        in_group = any(g in photo.group_ids for g in spec.group_ids)
+        tagged = bool(wanted & {flickr_clean_tag(t) for t in photo.raw_tags})
+        if in_group or tagged:
+            out.add(photo.photo_id)
+    return out
+
+
+# -- what a crawl stores ------------------------------------------------------------------------
+
+
+def test_crawl_builds_the_ingest_tables(flickr_server, tmp_path):
+    server = flickr_server
+    arrows, containers = server.group_by_name("shapes/arrows"), server.group_by_name("containers")
+    spec = CrawlSpec(group_ids=(arrows.group_id, containers.group_id), tags=("pattern",), per_page=4)
+    summary = run(crawl, spec, server, tmp_path / "crawl")
+    tables = load_ingest_tables(tmp_path / "crawl")
+    ids = expected_ids(server, spec)
+    assert set(tables.photos["photo_id"]) == ids and len(ids) == 3 + 2 + 9
+    assert summary.complete and summary.rounds == 1 and summary.photos == len(ids)
+    assert (summary.images_ok, summary.images_broken, summary.skipped) == (len(ids), 0, 0)
+    assert summary.api_calls[CONTEXTS] == len(ids)  # one getAllContexts per photo, no repeats
+    for row in tables.photos.itertuples():
+        photo = server.photo(row.photo_id)
+        assert (row.owner, row.title, row.license, row.source) == (photo.owner, photo.title, "9", "flickr")
+        assert row.date_uploaded == pd.Timestamp(photo.date_uploaded, unit="s", tz="UTC")
+        assert row.url == server.image_url(photo, "z")
+        tags = tables.photo_tags[tables.photo_tags["photo_id"] == row.photo_id]
+        assert list(tags["raw_tag"]) == [flickr_clean_tag(t) for t in photo.raw_tags]
+        assert list(tags["tag"]) == list(tags["raw_tag"])  # already lower case
+        groups = tables.photo_groups[tables.photo_groups["photo_id"] == row.photo_id]
+        assert sorted(groups["group_id"]) == sorted(photo.group_ids)  # every pool, not only crawled
+        image = tables.images[tables.images["photo_id"] == row.photo_id].iloc[0]
+        assert image["status"] == IMAGE_OK and image["reason"] == ""
+        assert image["sha256"] == hashlib.sha256(photo.png.read_bytes()).hexdigest()
+        assert (image["width"], image["height"]) == (photo.width, photo.height)
+        assert Path(image["path"]).is_absolute() and Path(image["path"]).read_bytes() == photo.png.read_bytes()
+    in_two = tables.photo_groups.groupby("photo_id").size()
+    assert set(in_two[in_two == 2].index) == {p.photo_id for p in server.photos if len(p.group_ids) == 2}
+
+
+def test_raw_tags_from_getinfo_keep_the_authors_spelling(flickr_server, tmp_path):
+    server = flickr_server
+    group = server.group_by_name("science/medicine")
+    spec = CrawlSpec(group_ids=(group.group_id,), fetch_raw_tags=True, download_images=False)
+    run(crawl, spec, server, tmp_path / "c")
+    tables = load_ingest_tables(tmp_path / "c")
+    tags = tables.photo_tags.set_index("photo_id")
+    siringa = next(p for p in server.photos if p.title == "siringa")
+    assert tags.loc[siringa.photo_id, "raw_tag"] == "architetto francesco rollandin"
+    assert tags.loc[siringa.photo_id, "tag"] == "architetto francesco rollandin"
+    assert server.count("flickr.photos.getInfo") == len(tables.photos) == 3
+    assert tables.images.empty and server.count("image") == 0
+
+
+def test_broken_images_are_recorded_with_their_reason(flickr_server, tmp_path):
+    server = flickr_server
+    group = server.group_by_name("special/patterns")
+    members = sorted(p.photo_id for p in server.photos if group.group_id in p.group_ids)
+    truncated, missing, cut, limited = members[:4]
+    server.add_fault(
+        truncated_image(300, match={"photo_id": truncated}),
+        http_error(404, target="image", match={"photo_id": missing}),
+        cut_image(100, match={"photo_id": cut}),  # an outage, not a broken file: retried
+        http_error(429, retry_after=3, target="image", match={"photo_id": limited}),
+    )
+    fake = FakeTime()
+    summary = run(crawl, CrawlSpec(group_ids=(group.group_id,)), server, tmp_path / "c", fake=fake)
+    images = load_ingest_tables(tmp_path / "c").images.set_index("photo_id")
+    assert len(images) == len(members) and summary.images_broken == 2
+    row = images.loc[truncated]
+    assert row["status"] == IMAGE_BROKEN and row["reason"].startswith("does not decode")
+    data = server.photo(truncated).png.read_bytes()[:300]
+    assert Path(row["path"]).read_bytes() == data and row["sha256"] == hashlib.sha256(data).hexdigest()
+    assert pd.isna(row["width"])
+    row = images.loc[missing]
+    assert (row["status"], row["reason"]) == (IMAGE_BROKEN, "HTTP 404") and pd.isna(row["path"])
+    assert images.loc[cut, "status"] == IMAGE_OK and server.count("image", photo_id=cut) == 2
+    assert images.loc[limited, "status"] == IMAGE_OK and 3.0 in fake.sleeps
+
+
+def test_bad_records_and_deleted_photos_are_skips_not_silent_drops(flickr_server, tmp_path):
+    server = flickr_server
+    group = server.group_by_name("special/patterns")
+    members = sorted(p.photo_id for p in server.photos if group.group_id in p.group_ids)
+    no_date, deleted = members[0], members[1]
+    server.add_fault(
+        missing_field("dateupload", photo_id=no_date, method=POOLS),
+        flickr_fail(1, "Photo not found", method=CONTEXTS, match={"photo_id": deleted}),
+    )
+    run(crawl, CrawlSpec(group_ids=(group.group_id,)), server, tmp_path / "c")
+    tables = load_ingest_tables(tmp_path / "c")
+    assert set(tables.photos["photo_id"]) == set(members) - {no_date, deleted}
+    skips = load_skips(tmp_path / "c").set_index("photo_id")["reason"]
+    assert skips[no_date] == "missing field 'dateupload'"
+    assert "getAllContexts(photo_id='%s')" % deleted in skips[deleted] and "Photo not found" in skips[deleted]
+
+
+def test_unknown_group_stops_the_crawl_with_a_clear_error(flickr_server, tmp_path):
+    server = flickr_server
+    good = server.group_by_name("containers")
+    spec = CrawlSpec(group_ids=(good.group_id, "999@N99"))
+    with pytest.raises(FlickrPermanentError, match=r"group_id='999@N99'.*Group not found"):
+        run(crawl, spec, server, tmp_path / "c")
+    with pytest.raises(CrawlStateError, match="not finished"):
+        load_ingest_tables(tmp_path / "c")
+    partial = load_ingest_tables(tmp_path / "c", require_complete=False)
+    assert len(partial.photos) == 2  # the good group's finished page is kept
+    assert server.count(POOLS, group_id="999@N99") == 1  # permanent: not retried
+
+
+def test_spec_and_directory_misuse_get_clear_errors(flickr_server, tmp_path):
+    with pytest.raises(FlickrConfigError, match="nothing to crawl"):
+        CrawlSpec()
+    with pytest.raises(FlickrConfigError, match="per_page"):
+        CrawlSpec(tags=("a",), per_page=0)
+    with pytest.raises(FlickrConfigError, match="image_size"):
+        CrawlSpec(tags=("a",), image_size="url_zz")
+    with pytest.raises(FlickrConfigError, match="one string"):
+        CrawlSpec(group_ids="123@N01")
+    with pytest.raises(CrawlStateError, match="no Flickr crawl"):
+        load_ingest_tables(tmp_path / "empty")
+    run(crawl, CrawlSpec(tags=("container",)), flickr_server, tmp_path / "c")
+    with pytest.raises(CrawlStateError, match=r"another spec \(tags: stored \['container'\], given \['pattern'\]\)"):
+        run(crawl, CrawlSpec(tags=("pattern",)), flickr_server, tmp_path / "c")
+
+
+def test_finished_crawl_is_a_noop(flickr_server, tmp_path):
+    spec = CrawlSpec(tags=("pattern",), per_page=4)
+    run(crawl, spec, flickr_server, tmp_path / "c")
+    before = snapshot(tmp_path / "c")
+    flickr_server.reset_log()
+    summary = run(crawl, spec, flickr_server, tmp_path / "c")
+    assert flickr_server.log == [] and summary.pages_fetched == 0 and summary.pages_reused == 3
+    assert_same_tables(before, snapshot(tmp_path / "c"))
+
+
+def test_outage_outlasting_retries_stops_and_resumes_without_refetching(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(tags=("pattern",), per_page=4)
+    server.add_fault(http_error(500, times=50, method=SEARCH, match={"page": 2}))
+    fake = FakeTime()
+    client = make_client(server, fake, retry=RetryPolicy(max_attempts=2))
+    with pytest.raises(FlickrRetriesExhausted, match="page='2'"):
+        crawl(spec, client, tmp_path / "c", fetcher=make_fetcher(fake))
+    assert finished_pages(tmp_path / "c") == [(0, "search", 1)]
+    server.faults.clear()
+    crawl(spec, client, tmp_path / "c", fetcher=make_fetcher(fake))
+    assert server.count(SEARCH, page=1) == 1 and server.count(SEARCH, page=2) == 3
+    assert len(load_ingest_tables(tmp_path / "c").photos) == 9
+
+
+# -- killed and resumed -------------------------------------------------------------------------
+
+
+def killer(at: int):
+    counter = itertools.count(1)
+
+    def on_step(name: str) -> None:
+        if next(counter) == at:
+            raise Killed(name)
+
+    return on_step
+
+
+KILL_SPECS = {
+    "groups+search": lambda s: CrawlSpec(
+        group_ids=(s.group_by_name("special/patterns").group_id,), tags=("container",), per_page=4
+    ),
+    "photo budget": lambda s: CrawlSpec(
+        group_ids=(s.group_by_name("special/patterns").group_id,), tags=("container",), per_page=4, max_photos=6
+    ),
+}
+
+
+@pytest.mark.parametrize("which", sorted(KILL_SPECS))
+def test_killed_at_every_step_resumes_to_the_uninterrupted_result(flickr_server, tmp_path, which):
+    server = flickr_server
+    spec = KILL_SPECS[which](server)
+    steps: list[str] = []
+    run(crawl, spec, server, tmp_path / "whole", on_step=steps.append)
+    whole = snapshot(tmp_path / "whole")
+    assert len(steps) > 10 and any(s.startswith("image") for s in steps)
+    for at in range(1, len(steps) + 1):
+        crawl_dir = tmp_path / f"killed-{at}"
+        server.reset_log()
+        with pytest.raises(Killed):
+            run(crawl, spec, server, crawl_dir, on_step=killer(at))
+        done_before = finished_pages(crawl_dir)
+        run(crawl, spec, server, crawl_dir)
+        assert_same_tables(whole, snapshot(crawl_dir))
+        for _, query, page in done_before:
+            assert listing_requests(server, query, page) == 1, (at, query, page)
+        stored_before = {
+            p["photo_id"]
+            for _, query, page in done_before
+            for p in json.loads((crawl_dir / "pages" / "r0000" / query / f"p{page:06d}.json").read_text())["photos"]
+        }
+        for photo_id in stored_before:
+            assert server.count(CONTEXTS, photo_id=photo_id) == 1
+            assert server.count("image", photo_id=photo_id) == 1
+
+
+def test_sigkill_midway_then_resume(flickr_server, tmp_path):
+    """A real process killed with SIGKILL at an arbitrary moment (no clean-up runs)."""
+    server = flickr_server
+    spec = CrawlSpec(group_ids=(server.group_by_name("shapes").group_id,), tags=("pattern",), per_page=3)
+    run(crawl, spec, server, tmp_path / "whole")
+    whole = snapshot(tmp_path / "whole")
+    server.reset_log()
+    script = (
+        "import json, os, sys\n"
+        "from tagrec_models.sources.flickr import *\n"
+        "client = FlickrClient(FlickrCredentials(os.environ['FLICKR_API_KEY'], os.environ['FLICKR_API_SECRET']),\n"
+        "                      ClientConfig(rest_url=sys.argv[1], calls_per_hour=30000))\n"
+        "crawl(CrawlSpec(**json.loads(sys.argv[3])), client, sys.argv[2])\n"
+    )
+    spec_json = json.dumps({"group_ids": list(spec.group_ids), "tags": list(spec.tags), "per_page": spec.per_page})
+    env = dict(os.environ, PYTHONPATH=str(REPO), FLICKR_API_KEY=TEST_KEY, FLICKR_API_SECRET=TEST_SECRET)
+    crawl_dir = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, server.rest_url, str(crawl_dir), spec_json], cwd=REPO, env=env
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while server.count(CONTEXTS) < 8 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the crawl finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    done_before = finished_pages(crawl_dir)
+    assert done_before, "no page was finished before the kill"
+    run(crawl, spec, server, crawl_dir)
+    assert_same_tables(whole, snapshot(crawl_dir))
+    for _, query, page in done_before:
+        assert listing_requests(server, query, page) == 1
+
+
+# -- re-crawls ----------------------------------------------------------------------------------
+
+
+def test_recrawl_adds_only_photos_uploaded_since_the_cursor(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(group_ids=(server.group_by_name("shapes").group_id,), tags=("shape",), per_page=4)
+    server.show_first(25)
+    first = run(crawl, spec, server, tmp_path / "c")
+    ids_first = expected_ids(server, spec)
+    assert first.photos == len(ids_first) > 0
+    cursor = first.cursors["search"]["date_uploaded"]
+    assert cursor == max(server.photo(i).date_uploaded for i in ids_first if "shape" in server.photo(i).raw_tags)
+
+    server.show_first(len(server.photos))  # the rest is "uploaded" now
+    server.reset_log()
+    second = run(recrawl, spec, server, tmp_path / "c")
+    ids_all = expected_ids(server, spec)
+    tables = load_ingest_tables(tmp_path / "c")  # IngestTables refuses duplicate photo ids
+    assert set(tables.photos["photo_id"]) == ids_all
+    assert second.new_photos == len(ids_all - ids_first) > 0 and second.rounds == 2
+    # The search asked only from the cursor on; no old photo was fetched again.
+    searches = [e.params for e in server.log if e.method == SEARCH]
+    assert searches and all(p["min_upload_date"] == str(cursor) for p in searches)
+    assert {e.params["photo_id"] for e in server.log if e.method == CONTEXTS} == ids_all - ids_first
+    # The pool (newest first) was read only until its first old photo.
+    pool_pages = len({e.params["page"] for e in server.log if e.method == POOLS})
+    full_pool_pages = -(-sum(1 for p in server.photos if spec.group_ids[0] in p.group_ids) // spec.per_page)
+    assert pool_pages < full_pool_pages
+
+    # Same data as one crawl of everything, up to row order.
+    run(crawl, spec, server, tmp_path / "fresh")
+    fresh = load_ingest_tables(tmp_path / "fresh")
+    for name in ("photos", "photo_tags", "photo_groups"):
+        left, right = getattr(tables, name), getattr(fresh, name)
+        key = list(left.columns)
+        pd.testing.assert_frame_equal(
+            left.sort_values(key).reset_index(drop=True), right.sort_values(key).reset_index(drop=True)
+        )
+
+    server.reset_log()
+    third = run(recrawl, spec, server, tmp_path / "c")
+    assert third.new_photos == 0 and third.photos == len(ids_all) and third.rounds == 3
+    assert server.count(CONTEXTS) == 0 and server.count("image") == 0
+
+
+def test_recrawl_killed_midway_resumes_with_its_stored_cursor(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(group_ids=(server.group_by_name("special/patterns").group_id,), tags=("shape",), per_page=3)
+    server.show_first(40)
+    run(crawl, spec, server, tmp_path / "whole")
+    run(crawl, spec, server, tmp_path / "killed")
+    server.show_first(len(server.photos))
+    steps: list[str] = []
+    run(recrawl, spec, server, tmp_path / "whole", on_step=steps.append)
+    assert len(steps) > 6
+    with pytest.raises(Killed):
+        run(recrawl, spec, server, tmp_path / "killed", on_step=killer(len(steps) // 2))
+    # Resuming is a plain crawl() (or recrawl()): it finishes the round that was cut short.
+    summary = run(crawl, spec, server, tmp_path / "killed")
+    assert summary.rounds == 2
+    assert_same_tables(snapshot(tmp_path / "whole"), snapshot(tmp_path / "killed"))
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert state["rounds"][1]["cursors"] == json.loads((tmp_path / "whole" / "state.json").read_text())["rounds"][1]["cursors"]
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_no_secret_in_crawl_files_or_logs(flickr_server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    lines: list[str] = []
+    flickr_server.add_fault(http_error(500, method=SEARCH))
+    spec = CrawlSpec(tags=("container",), fetch_raw_tags=True)
+    summary = run(crawl, spec, flickr_server, tmp_path / "c", log=lines.append)
+    assert summary.photos == 2 and lines
+    seen = [caplog.text, *lines, repr(summary), repr(spec)]
+    for path in (tmp_path / "c").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert TEST_KEY.encode() not in data and TEST_SECRET.encode() not in data, path
+    assert all(TEST_KEY not in s and TEST_SECRET not in s for s in seen)
