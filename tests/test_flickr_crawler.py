@@ -41,6 +41,7 @@ from tagrec_models.sources.flickr import (
     FlickrPermanentError,
     FlickrRetriesExhausted,
     ImageConfig,
+    ImageDownloadError,
     ImageFetcher,
     RetryPolicy,
     crawl,
@@ -267,6 +268,38 @@ def test_outage_outlasting_retries_stops_and_resumes_without_refetching(flickr_s
     crawl(spec, client, tmp_path / "c", fetcher=make_fetcher(fake))
     assert server.count(SEARCH, page=1) == 1 and server.count(SEARCH, page=2) == 3
     assert len(load_ingest_tables(tmp_path / "c").photos) == 9
+
+
+def test_image_outage_outlasting_retries_stops_the_crawl_instead_of_recording_broken(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(tags=("container",))
+    victim = sorted(expected_ids(server, spec))[1]
+    server.add_fault(http_error(503, target="image", times=50, match={"photo_id": victim}))
+    with pytest.raises(ImageDownloadError, match=f"photo {victim}.*gave up after 4 attempts; last: HTTP 503"):
+        run(crawl, spec, server, tmp_path / "c")
+    server.faults.clear()
+    summary = run(crawl, spec, server, tmp_path / "c")
+    assert (summary.images_ok, summary.images_broken) == (2, 0)
+
+
+def test_limits_and_min_upload_date(flickr_server, tmp_path):
+    server = flickr_server
+    shapes = server.group_by_name("shapes")
+    members = sorted((p for p in server.photos if shapes.group_id in p.group_ids), key=lambda p: p.date_uploaded)
+    since = members[len(members) // 2].date_uploaded
+    spec = CrawlSpec(group_ids=(shapes.group_id,), tags=("pattern",), min_upload_date=since, per_page=5)
+    run(crawl, spec, server, tmp_path / "since", fake=FakeTime())
+    photos = load_ingest_tables(tmp_path / "since").photos
+    assert (photos["date_uploaded"] >= pd.Timestamp(since, unit="s", tz="UTC")).all()
+    assert set(photos["photo_id"]) >= {p.photo_id for p in members if p.date_uploaded >= since}
+    assert all(e.params["min_upload_date"] == str(since) for e in server.log if e.method == SEARCH)
+    server.reset_log()
+    limited = CrawlSpec(group_ids=(shapes.group_id,), tags=("pattern",), per_page=5, max_pages=2, download_images=False)
+    summary = run(crawl, limited, server, tmp_path / "pages")
+    assert server.count(POOLS) == 2 and server.count(SEARCH) == 2 and summary.photos <= 20
+    budget = CrawlSpec(group_ids=(shapes.group_id,), tags=("pattern",), per_page=5, max_photos=7, download_images=False)
+    summary = run(crawl, budget, server, tmp_path / "budget")
+    assert summary.photos == 7 and summary.complete
 
 
 # -- killed and resumed -------------------------------------------------------------------------

@@ -219,6 +219,34 @@ def _finished_pages(crawl_dir: Path, round_no: int, query: str) -> list[dict[str
     return [_read_json(folder / f"p{n:06d}.json") for n in numbers]
 
 
+class _PageStore:
+    """The finished pages of one crawl directory, each file read at most once per call
+    (finished pages never change: the crawler only adds new ones)."""
+
+    def __init__(self, crawl_dir: Path, spec: CrawlSpec) -> None:
+        self.crawl_dir = crawl_dir
+        self.spec = spec
+        self._cache: dict[tuple[int, str], list[dict[str, Any]]] = {}
+
+    def finished(self, round_no: int, query: str) -> list[dict[str, Any]]:
+        key = (round_no, query)
+        if key not in self._cache:
+            self._cache[key] = _finished_pages(self.crawl_dir, round_no, query)
+        return self._cache[key]
+
+    def write(self, record: dict[str, Any]) -> None:
+        pages = self.finished(record["round"], record["query"])
+        if record["page"] != len(pages) + 1:
+            raise CrawlStateError(f"page {record['page']} of {record['query']} written out of order")
+        _write_json(_page_path(self.crawl_dir, record["round"], record["query"], record["page"]), record)
+        pages.append(record)
+
+    def pages(self, rounds: range) -> Iterator[dict[str, Any]]:
+        for round_no in rounds:
+            for query in self.spec.queries():
+                yield from self.finished(round_no, query.key)
+
+
 def _load_state(crawl_dir: Path) -> dict[str, Any] | None:
     path = crawl_dir / STATE_FILE
     if not path.exists():
@@ -263,14 +291,15 @@ class _Crawl:
         self,
         spec: CrawlSpec,
         client: FlickrClient,
-        crawl_dir: Path,
+        store: _PageStore,
         fetcher: ImageFetcher | None,
         log: Log,
         on_step: Callable[[str], None],
     ) -> None:
         self.spec = spec
         self.client = client
-        self.crawl_dir = crawl_dir
+        self.store = store
+        self.crawl_dir = store.crawl_dir
         self.fetcher = fetcher
         self.log = log
         self.on_step = on_step
@@ -279,13 +308,11 @@ class _Crawl:
 
     def run_round(self, state: dict[str, Any], round_no: int) -> None:
         info = state["rounds"][round_no]
-        stored = _stored_ids(self.crawl_dir, state, self.spec)
-        in_round = sum(
-            len(p["photos"]) for q in self.spec.queries() for p in _finished_pages(self.crawl_dir, round_no, q.key)
-        )
+        stored = {p["photo_id"] for page in self.store.pages(range(len(state["rounds"]))) for p in page["photos"]}
+        in_round = sum(len(page["photos"]) for page in self.store.pages(range(round_no, round_no + 1)))
         budget = info["max_photos"]
         for query in self.spec.queries():
-            pages = _finished_pages(self.crawl_dir, round_no, query.key)
+            pages = self.store.finished(round_no, query.key)
             if any(p["round_done"] for p in pages):
                 return  # the photo budget ran out on a finished page of this round
             if pages and pages[-1]["query_done"]:
@@ -295,7 +322,7 @@ class _Crawl:
             while True:
                 remaining = None if budget is None else budget - in_round
                 record = self._page(query, round_no, page_no, cursor, info["max_pages"], stored, remaining)
-                _write_json(_page_path(self.crawl_dir, round_no, query.key, page_no), record)
+                self.store.write(record)
                 self.on_step(f"page {query.key} {page_no}")
                 self.pages_fetched += 1
                 self.new_photos += len(record["photos"])
@@ -465,23 +492,14 @@ class _Crawl:
         }
 
 
-def _stored_ids(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> set[str]:
-    ids: set[str] = set()
-    for round_no in range(len(state["rounds"])):
-        for query in spec.queries():
-            for page in _finished_pages(crawl_dir, round_no, query.key):
-                ids.update(p["photo_id"] for p in page["photos"])
-    return ids
-
-
-def _cursors(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec, before_round: int) -> dict[str, dict[str, int | None]]:
+def _cursors(store: _PageStore, before_round: int) -> dict[str, dict[str, int | None]]:
     """Per listing: the largest upload date and pool-addition date it has listed so far."""
     out: dict[str, dict[str, int | None]] = {}
-    for query in spec.queries():
+    for query in store.spec.queries():
         uploaded: list[int] = []
         added: list[int] = []
         for round_no in range(before_round):
-            for page in _finished_pages(crawl_dir, round_no, query.key):
+            for page in store.finished(round_no, query.key):
                 if page["max_date_uploaded"] is not None:
                     uploaded.append(page["max_date_uploaded"])
                 if page["max_date_added"] is not None:
@@ -520,8 +538,9 @@ def _run(
             if state is None:
                 state = {"format": STATE_FORMAT, "spec": spec.identity(), "rounds": []}
             _check_spec(state, spec, crawl_dir)
-            pages_before = _count_pages(crawl_dir, state, spec)
-            crawl = _Crawl(spec, client, crawl_dir, fetcher, log, step)
+            store = _PageStore(crawl_dir, spec)
+            pages_before = sum(1 for _ in store.pages(range(len(state["rounds"]))))
+            crawl = _Crawl(spec, client, store, fetcher, log, step)
             rounds = state["rounds"]
             if rounds and not rounds[-1]["complete"]:
                 round_no = len(rounds) - 1
@@ -531,7 +550,7 @@ def _run(
                 rounds.append(
                     {
                         "round": round_no,
-                        "cursors": _cursors(crawl_dir, state, spec, round_no),
+                        "cursors": _cursors(store, round_no),
                         "max_pages": spec.max_pages,
                         "max_photos": spec.max_photos,
                         "complete": False,
@@ -555,7 +574,7 @@ def _run(
                 _write_json(crawl_dir / STATE_FILE, state)
                 step("state")
                 log(f"round {round_no} complete: {crawl.new_photos} new photos")
-            summary = _summarise(crawl_dir, state, spec)
+            summary = _summarise(store, state)
     finally:
         if own_fetcher and fetcher is not None:
             fetcher.close()
@@ -573,21 +592,9 @@ def _run(
     )
 
 
-def _count_pages(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> int:
-    return sum(
-        len(_finished_pages(crawl_dir, r, q.key)) for r in range(len(state["rounds"])) for q in spec.queries()
-    )
-
-
-def _iter_pages(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> Iterator[dict[str, Any]]:
-    for round_no in range(len(state["rounds"])):
-        for query in spec.queries():
-            yield from _finished_pages(crawl_dir, round_no, query.key)
-
-
-def _summarise(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> dict[str, Any]:
+def _summarise(store: _PageStore, state: dict[str, Any]) -> dict[str, Any]:
     photos = ok = broken = skipped = 0
-    for page in _iter_pages(crawl_dir, state, spec):
+    for page in store.pages(range(len(state["rounds"]))):
         photos += len(page["photos"])
         skipped += len(page["skips"])
         for photo in page["photos"]:
@@ -598,14 +605,14 @@ def _summarise(crawl_dir: Path, state: dict[str, Any], spec: CrawlSpec) -> dict[
                     ok += 1
     rounds = state["rounds"]
     return {
-        "crawl_dir": str(crawl_dir),
+        "crawl_dir": str(store.crawl_dir),
         "rounds": sum(1 for r in rounds if r["complete"]),
         "complete": bool(rounds) and rounds[-1]["complete"],
         "photos": photos,
         "images_ok": ok,
         "images_broken": broken,
         "skipped": skipped,
-        "cursors": _cursors(crawl_dir, state, spec, len(rounds)),
+        "cursors": _cursors(store, len(rounds)),
     }
 
 
@@ -671,7 +678,7 @@ def load_ingest_tables(crawl_dir: str | Path, *, require_complete: bool = True) 
     if require_complete and not (rounds and rounds[-1]["complete"]):
         raise CrawlStateError(f"the crawl in {crawl_dir} is not finished; run crawl() to resume it")
     photos, tags, groups, images = [], [], [], []
-    for page in _iter_pages(crawl_dir, state, spec):
+    for page in _PageStore(crawl_dir, spec).pages(range(len(rounds))):
         for p in page["photos"]:
             pid = p["photo_id"]
             photos.append(
@@ -724,7 +731,7 @@ def load_skips(crawl_dir: str | Path) -> pd.DataFrame:
     state, spec = _state_and_spec(crawl_dir)
     rows = [
         {"round": page["round"], "query": page["query"], "page": page["page"], **skip}
-        for page in _iter_pages(crawl_dir, state, spec)
+        for page in _PageStore(crawl_dir, spec).pages(range(len(state["rounds"])))
         for skip in page["skips"]
     ]
     columns = ["round", "query", "page", "photo_id", "reason"]
