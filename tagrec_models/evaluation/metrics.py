@@ -21,6 +21,15 @@ from scipy import sparse
 def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the ``k`` highest scores per row, best first; ties go to the lower index."""
     scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be a [n_posts, n_tags] matrix, got shape {scores.shape}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if not np.issubdtype(scores.dtype, np.floating):
+        # Negating unsigned or boolean scores wraps around or fails; floats negate exactly.
+        scores = scores.astype(np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN: a ranking of them is undefined")
     k = min(k, scores.shape[1])
     # A stable sort on the negated scores keeps equal scores in index order.
     return np.argsort(-scores, axis=1, kind="stable")[:, :k]
