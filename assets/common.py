@@ -1,0 +1,46 @@
+"""Small helpers every asset module uses: keys, logging callbacks, check results, metadata."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import dagster as dg
+import pandas as pd
+
+from assets.datasets import DatasetSpec
+
+
+def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, name])
+
+
+def progress(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Callable[[str], None]:
+    """A ``log`` callback for the library that writes to the Dagster run log."""
+    return lambda message: context.log.info(message)
+
+
+def jsonable(value: Any) -> Any:
+    """Turn numpy scalars and tuples inside check details into plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def check_result(
+    asset_key: dg.AssetKey, name: str, outcome: tuple[bool, dict], description: str = ""
+) -> dg.AssetCheckResult:
+    passed, details = outcome
+    metadata: dict[str, Any] = {"details": dg.MetadataValue.json(jsonable(details))}
+    if description:
+        metadata["rule"] = description
+    return dg.AssetCheckResult(
+        asset_key=asset_key, check_name=name, passed=bool(passed), metadata=metadata
+    )
+
+
+def md_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))

@@ -1,0 +1,20 @@
+"""One asset graph per dataset, built from its spec (DESIGN.md, "Data flow")."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.datasets import DatasetSpec
+from assets.ingest import ingest_assets
+from assets.preprocess import preprocess_assets
+from assets.splits import split_assets
+from assets.vocabulary import vocabulary_assets
+
+
+def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+    return [
+        *ingest_assets(spec),
+        *vocabulary_assets(spec),
+        *preprocess_assets(spec),
+        *split_assets(spec),
+    ]

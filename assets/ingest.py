@@ -1,0 +1,248 @@
+"""Ingest assets: each source's four tables (DESIGN.md, "Data flow", step 1).
+
+``photos``, ``photo_tags``, ``photo_groups`` and ``images`` per dataset, plus what a source
+skipped and why (never silently). Flickr adds the crawl itself as an upstream asset, so the
+re-crawl schedule can materialise it alone; Corel5k adds its standard split.
+"""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from assets.common import key, md_table, progress
+from assets.datasets import DatasetSpec, default_corel5k_folder
+from assets.resources import DataHomeResource, FlickrCredentials
+from tagrec_models.sources.corel5k import Corel5kConfig, read_corel5k
+from tagrec_models.sources.flickr.client import ClientConfig, FlickrClient
+from tagrec_models.sources.flickr.client import FlickrCredentials as ClientCredentials
+from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
+from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
+from tagrec_models.sources.openclipart import OpenclipartConfig, read_openclipart
+from tagrec_models.sources.tables import IMAGE_BROKEN, IngestTables
+
+TABLES = ("photos", "photo_tags", "photo_groups", "images")
+TABLE_DESCRIPTIONS = {
+    "photos": "One row per photo: photo_id, owner, title, date_uploaded, url, license, source.",
+    "photo_tags": "Tag assignments as the source gave them (raw_tag) and cleaned (tag).",
+    "photo_groups": "Group memberships (photo_id, group_id, group_name); paper 2's eq. 4 reads them.",
+    "images": "Image files: path, sha256, width, height, status ok/broken with the reason.",
+}
+
+
+def _outs(spec: DatasetSpec, extra: dict[str, str] | None = None) -> dict[str, dg.AssetOut]:
+    described = {**TABLE_DESCRIPTIONS, **(extra or {})}
+    return {
+        name: dg.AssetOut(
+            key=key(spec, name),
+            description=f"{described[name]} ({spec.name})",
+            group_name=spec.name,
+            kinds={"pandas", "parquet"},
+        )
+        for name in described
+    }
+
+
+def _emit(tables: IngestTables, extra: dict[str, pd.DataFrame] | None = None):
+    broken = tables.images[tables.images["status"] == IMAGE_BROKEN]
+    for name in TABLES:
+        frame = getattr(tables, name)
+        metadata = {}
+        if name == "images":
+            metadata = {
+                "broken_images": len(broken),
+                "broken_examples": md_table(broken[["photo_id", "path", "reason"]].head(10))
+                if len(broken)
+                else "none",
+            }
+        yield dg.Output(frame, output_name=name, metadata=metadata)
+    for name, frame in (extra or {}).items():
+        yield dg.Output(frame, output_name=name)
+
+
+# -- openclipart ------------------------------------------------------------------------------
+class OpenclipartSettings(dg.Config):
+    folder: str = Field(
+        default="",
+        description="Folder holding svg/ and png/; empty: <data home>/sources/openclipart/"
+        "usr/share/openclipart, installed by `make setup`.",
+    )
+    merge_owner_case: bool = Field(
+        default=True,
+        description="Creator names differing only in case/spacing are one user (527 spellings of 514 users).",
+    )
+    merge_identical_copies: bool = Field(
+        default=False,
+        description="Merge byte-identical drawings filed as separate files in several folders into one "
+        "photo (prevents a copy in train and another in test); off to match DESIGN.md's counts.",
+    )
+    max_pixels: int = Field(
+        default=50_000_000,
+        description="Images with more pixels are recorded broken ('too large') without decoding; 0: no limit.",
+    )
+
+
+def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{spec.name}__ingest",
+        outs=_outs(spec, {"skipped_files": "SVG files that did not become photos, with the reason."}),
+    )
+    def ingest(
+        context: dg.AssetExecutionContext, config: OpenclipartSettings, data_home: DataHomeResource
+    ):
+        """Parse openclipart's SVG RDF metadata (dc:creator = owner, dc:subject = tags,
+        dc:title), category folders as groups (a symlinked drawing is one photo in several
+        groups), and the PNG at the same path as the image."""
+        folder = Path(config.folder) if config.folder else (
+            data_home.home.source_dir("openclipart") / "usr" / "share" / "openclipart"
+        )
+        tables = read_openclipart(
+            folder,
+            OpenclipartConfig(
+                merge_owner_case=config.merge_owner_case,
+                merge_identical_copies=config.merge_identical_copies,
+                max_pixels=config.max_pixels or None,
+            ),
+            log=progress(context),
+        )
+        yield from _emit(tables, {"skipped_files": tables.skips})
+
+    return ingest
+
+
+# -- Corel5k ----------------------------------------------------------------------------------
+class Corel5kSettings(dg.Config):
+    folder: str = Field(
+        default_factory=default_corel5k_folder,
+        description="The Corel5k folder in the standard layout (env TAGREC_COREL5K; default ../shared/data/corel5k).",
+    )
+    check_images: bool = Field(default=True, description="Decode every JPEG to tell ok from broken.")
+
+
+def corel5k_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{spec.name}__ingest",
+        outs=_outs(
+            spec,
+            {"standard_split": "The benchmark's own split: photo_id -> part (4,500 train / 499 test)."},
+        ),
+    )
+    def ingest(context: dg.AssetExecutionContext, config: Corel5kSettings):
+        """Read Corel5k from its folder: images, the 260-word annotations (no owners, no
+        groups) and the standard split; annotations are checked against the .mat files."""
+        data = read_corel5k(
+            Path(config.folder), Corel5kConfig(check_images=config.check_images), log=progress(context)
+        )
+        yield from _emit(data.tables, {"standard_split": data.split})
+
+    return ingest
+
+
+# -- Flickr -----------------------------------------------------------------------------------
+class FlickrCrawlSettings(dg.Config):
+    crawl_name: str = Field(default="default", description="Crawl folder under <data home>/sources/flickr/.")
+    group_ids: list[str] = Field(default_factory=list, description="Group NSIDs whose pools to crawl.")
+    tags: list[str] = Field(default_factory=list, description="Tags to search for (flickr.photos.search).")
+    tag_mode: str = Field(default="any", description="'any' or 'all' of the tags.")
+    text: str = Field(default="", description="Free-text search; empty: none.")
+    per_page: int = Field(default=100, description="Photos per page (1..500).")
+    max_pages: int = Field(default=0, description="Pages per listing and round; 0: no cap.")
+    max_photos: int = Field(default=0, description="Photos stored per round; 0: no cap.")
+    image_size: str = Field(default="url_z", description="Image size extra to download (url_z: 640 px).")
+    fetch_groups: bool = Field(default=True, description="Fetch each photo's pools (paper 2 needs them).")
+    mode: str = Field(default="crawl", description="'crawl' (finish or resume) or 'recrawl' (add only what is new since the cursor).")
+
+    def crawl_spec(self) -> CrawlSpec:
+        return CrawlSpec(
+            group_ids=tuple(self.group_ids),
+            tags=tuple(self.tags),
+            tag_mode=self.tag_mode,
+            text=self.text or None,
+            per_page=self.per_page,
+            max_pages=self.max_pages or None,
+            max_photos=self.max_photos or None,
+            image_size=self.image_size,
+            fetch_groups=self.fetch_groups,
+        )
+
+
+def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key(spec, "crawl"),
+        group_name=spec.name,
+        pool="flickr",
+        kinds={"python"},
+    )
+    def crawl(
+        context: dg.AssetExecutionContext,
+        config: FlickrCrawlSettings,
+        data_home: DataHomeResource,
+        flickr: FlickrCredentials,
+    ) -> dg.MaterializeResult:
+        """Crawl Flickr (group pools and/or tag/text search) into a resumable crawl folder:
+        pages, each photo's groups (flickr.photos.getAllContexts) and image files. Rate limited,
+        retried with back-off; a killed crawl resumes without re-asking finished pages; mode
+        'recrawl' (the schedule's) adds only photos uploaded since the cursor."""
+        api_key, api_secret = flickr.require()
+        client = FlickrClient(
+            ClientCredentials(api_key, api_secret),
+            ClientConfig(
+                **({"rest_url": flickr.rest_url} if flickr.rest_url else {}),
+                calls_per_hour=float(flickr.calls_per_hour),
+            ),
+            log=progress(context),
+        )
+        crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
+        if config.mode not in ("crawl", "recrawl"):
+            raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
+        run = recrawl if config.mode == "recrawl" else crawl_fn
+        summary = run(config.crawl_spec(), client, crawl_dir, log=progress(context))
+        return dg.MaterializeResult(
+            metadata={
+                "crawl_dir": dg.MetadataValue.path(str(crawl_dir)),
+                "rounds": summary.rounds,
+                "photos": summary.photos,
+                "new_photos": summary.new_photos,
+                "images_ok": summary.images_ok,
+                "images_broken": summary.images_broken,
+                "skipped_records": summary.skipped,
+                "pages_fetched": summary.pages_fetched,
+                "pages_reused": summary.pages_reused,
+                "api_calls": dg.MetadataValue.json(summary.api_calls),
+                "retries": summary.retries,
+                "cursors": dg.MetadataValue.json(summary.cursors),
+            }
+        )
+
+    return crawl
+
+
+class FlickrTablesSettings(dg.Config):
+    crawl_name: str = Field(default="default", description="Crawl folder under <data home>/sources/flickr/.")
+
+
+def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{spec.name}__ingest",
+        outs=_outs(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}),
+        deps=[key(spec, "crawl")],
+    )
+    def ingest(context: dg.AssetExecutionContext, config: FlickrTablesSettings, data_home: DataHomeResource):
+        """The ingest tables of every finished page of the crawl."""
+        crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
+        tables = load_ingest_tables(crawl_dir)
+        yield from _emit(tables, {"skipped_files": load_skips(crawl_dir)})
+
+    return ingest
+
+
+def ingest_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
+    if spec.source == "openclipart":
+        return [openclipart_ingest(spec)]
+    if spec.source == "corel5k":
+        return [corel5k_ingest(spec)]
+    if spec.source == "flickr":
+        return [flickr_crawl_asset(spec), flickr_ingest(spec)]
+    raise ValueError(f"dataset {spec.name!r}: unknown source {spec.source!r}")

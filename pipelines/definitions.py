@@ -1,0 +1,61 @@
+"""The Definitions that ``dagster dev`` loads (``workspace.yaml``): every dataset's assets,
+the resources, one job per dataset, and the Flickr re-crawl schedule (off by default)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.datasets import DATASETS, FLICKR
+from assets.factory import dataset_assets
+from assets.io_manager import TagrecIOManager
+from assets.resources import DataHomeResource, FlickrCredentials
+from tagrec_models.paths import default_home
+
+
+def dataset_job(name: str) -> dg.UnresolvedAssetJobDefinition:
+    return dg.define_asset_job(
+        name=f"{name}_all",
+        selection=dg.AssetSelection.groups(name),
+        description=f"Materialise every asset of the {name} dataset.",
+        # Two cores: steps run one at a time in one process, which also keeps the DuckDB
+        # writer single and avoids loading torch in several processes.
+        executor_def=dg.in_process_executor,
+    )
+
+
+flickr_recrawl_job = dg.define_asset_job(
+    name="flickr_recrawl",
+    selection=dg.AssetSelection.assets(dg.AssetKey([FLICKR.name, "crawl"])).downstream(),
+    description="Re-crawl Flickr (photos uploaded since the cursor) and rebuild everything downstream.",
+    executor_def=dg.in_process_executor,
+    config={"ops": {"flickr__crawl": {"config": {"mode": "recrawl"}}}},
+)
+
+flickr_recrawl_schedule = dg.ScheduleDefinition(
+    name="flickr_recrawl_daily",
+    job=flickr_recrawl_job,
+    cron_schedule="0 3 * * *",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Daily re-crawl at 03:00: adds only photos uploaded since the last crawl's cursor. Off by default.",
+)
+
+
+def build_definitions() -> dg.Definitions:
+    home = str(default_home())
+    return dg.Definitions(
+        assets=[a for spec in DATASETS for a in dataset_assets(spec)],
+        jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job],
+        schedules=[flickr_recrawl_schedule],
+        resources={
+            "io_manager": TagrecIOManager(root=home),
+            "data_home": DataHomeResource(root=home),
+            "flickr": FlickrCredentials(
+                api_key=dg.EnvVar("FLICKR_API_KEY"),
+                api_secret=dg.EnvVar("FLICKR_API_SECRET"),
+                rest_url=dg.EnvVar("FLICKR_REST_URL"),
+            ),
+        },
+    )
+
+
+defs = build_definitions()
