@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -453,6 +454,33 @@ def test_recrawl_killed_midway_resumes_with_its_stored_cursor(flickr_server, tmp
     assert_same_tables(snapshot(tmp_path / "whole"), snapshot(tmp_path / "killed"))
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert state["rounds"][1]["cursors"] == json.loads((tmp_path / "whole" / "state.json").read_text())["rounds"][1]["cursors"]
+
+
+@pytest.mark.slow
+def test_recrawl_killed_at_every_step_resumes_to_the_uninterrupted_result(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(group_ids=(server.group_by_name("shapes").group_id,), tags=("shape",), per_page=4)
+    server.show_first(25)
+    run(crawl, spec, server, tmp_path / "base")
+    server.show_first(len(server.photos))
+    steps: list[str] = []
+    whole_dir = tmp_path / "whole"
+    shutil.copytree(tmp_path / "base", whole_dir)
+    run(recrawl, spec, server, whole_dir, on_step=steps.append)
+    whole = snapshot(whole_dir)
+    for at in range(1, len(steps) + 1):
+        crawl_dir = tmp_path / f"killed-{at}"
+        shutil.copytree(tmp_path / "base", crawl_dir)
+        server.reset_log()
+        with pytest.raises(Killed):
+            run(recrawl, spec, server, crawl_dir, on_step=killer(at))
+        done_before = [p for p in finished_pages(crawl_dir) if p[0] == 1]
+        # crawl() finishes the cut round and never starts another (a recrawl() would start
+        # round 2 when the kill came after round 1 was marked complete).
+        run(crawl, spec, server, crawl_dir)
+        assert_same_tables(whole, snapshot(crawl_dir))
+        for _, query, page in done_before:
+            assert listing_requests(server, query, page) == 1, (at, query, page)
 
 
 # -- secrets ------------------------------------------------------------------------------------
