@@ -163,6 +163,8 @@ def bad_corpus(tmp_path, openclipart_sample) -> Path:
     os.symlink("../good/a.svg", other / "link.svg")
     os.symlink("../good/nocreator.svg", other / "link_to_nocreator.svg")
     os.symlink("../good/missing.svg", other / "dangling.svg")
+    (root / "svg" / "good" / "drawing.xml").write_text("<svg/>")
+    os.symlink("../good/drawing.xml", other / "not_svg.svg")
     os.symlink(openclipart_sample / "svg" / f"{PROVETTA}.svg", other / "outside.svg")
     return root
 
@@ -178,6 +180,7 @@ def test_bad_input_is_recorded_not_fatal(bad_corpus):
         "other/link_to_nocreator.svg",
         "other/dangling.svg",
         "other/outside.svg",
+        "other/not_svg.svg",
     }
     assert reasons["good/nometa.svg"].startswith("no RDF metadata")
     assert reasons["good/broken.svg"].startswith("unparsable XML")
@@ -187,6 +190,7 @@ def test_bad_input_is_recorded_not_fatal(bad_corpus):
     )
     assert reasons["other/dangling.svg"].startswith("broken symlink")
     assert reasons["other/outside.svg"].startswith("symlink leaves the corpus")
+    assert reasons["other/not_svg.svg"] == "symlink target good/drawing.xml is not a regular .svg file"
     images = tables.images.set_index("photo_id")
     assert images.loc["good/a", "status"] == "ok"
     assert images.loc["good/nopng", "status"] == "broken"

@@ -289,39 +289,9 @@ def read_openclipart(
                 "bash scripts/setup_system.sh DATA_HOME and pass "
                 "DATA_HOME/sources/openclipart/usr/share/openclipart"
             )
-    svg_real_root = svg_root.resolve()
-    paths = sorted(p for p in svg_root.rglob("*.svg"))
-    if not paths:
-        raise IngestError(f"openclipart folder {svg_root} holds no .svg files")
-
-    skips: list[tuple[str, str]] = []
-    links: dict[str, list[str]] = defaultdict(list)  # photo_id -> relative paths that show it
-    for path in paths:
-        rel = path.relative_to(svg_root).as_posix()
-        if path.is_symlink():
-            if not path.exists():
-                skips.append((rel, f"broken symlink to {path.readlink()}"))
-                continue
-            target = path.resolve()
-            if not target.is_relative_to(svg_real_root):
-                skips.append((rel, f"symlink leaves the corpus: {target}"))
-                continue
-            real_rel = target.relative_to(svg_real_root).as_posix()
-        else:
-            real_rel = rel
-        links[real_rel.removesuffix(".svg")].append(rel)
-
+    links, skips = _index_svg_paths(svg_root)
     photos, tag_rows, group_rows, image_rows = [], [], [], []
-    def is_real_svg(pid: str) -> bool:
-        path = svg_root / f"{pid}.svg"
-        return path.is_file() and not path.is_symlink()
-
-    real_ids = sorted(pid for pid in links if is_real_svg(pid))
-    # A link whose final target is not a regular *.svg file (say ``a.svg -> a.xml``).
-    for pid in sorted(set(links) - set(real_ids)):
-        reason = f"symlink target {pid} is not a regular .svg file"
-        skips.extend((rel, reason) for rel in links[pid])
-    for i, pid in enumerate(real_ids):
+    for i, pid in enumerate(sorted(links)):
         svg_path = svg_root / f"{pid}.svg"
         try:
             meta = parse_svg_metadata(svg_path)
@@ -343,38 +313,21 @@ def read_openclipart(
             }
         )
         tag_rows.extend({"photo_id": pid, "raw_tag": tag} for tag in meta.tags)
-        for group_id in sorted({str(Path(rel).parent.as_posix()) for rel in links[pid]}):
+        for group_id in sorted({Path(rel).parent.as_posix() for rel in links[pid]}):
             if group_id != ".":  # a file at the top of svg/ has no category
                 group_rows.append(
                     {"photo_id": pid, "group_id": group_id, "group_name": _group_name(group_id)}
                 )
-        png = png_root / f"{pid}.png"
-        if not png.is_file():
-            alternatives = [png_root / (rel.removesuffix(".svg") + ".png") for rel in links[pid]]
-            png = next((p for p in alternatives if p.is_file()), png)
-        if png.is_file():
-            image = check_image(png.resolve(), config.check_images, config.max_pixels)
-        else:
-            image = {
-                "path": str(png.absolute()),
-                "sha256": None,
-                "width": None,
-                "height": None,
-                "status": IMAGE_BROKEN,
-                "reason": f"no PNG at png/{pid}.png",
-            }
-        image_rows.append({"photo_id": pid, **image})
+        image_rows.append({"photo_id": pid, **_image_row(png_root, pid, links[pid], config)})
         if (i + 1) % 1000 == 0:
-            say(f"openclipart: {i + 1:,}/{len(real_ids):,} SVGs read")
+            say(f"openclipart: {i + 1:,}/{len(links):,} SVGs read")
 
     photos_frame = pd.DataFrame(photos, columns=list(PHOTOS_COLUMNS))
     if config.merge_owner_case and len(photos_frame):
         photos_frame["owner"] = _merge_owner_spellings(photos_frame["owner"])
     tags_frame = pd.DataFrame(tag_rows, columns=["photo_id", "raw_tag"])
     groups_frame = pd.DataFrame(group_rows, columns=list(PHOTO_GROUPS_COLUMNS))
-    images_frame = pd.DataFrame(
-        image_rows, columns=list(IMAGES_COLUMNS)
-    )
+    images_frame = pd.DataFrame(image_rows, columns=list(IMAGES_COLUMNS))
     if config.merge_identical_copies:
         photos_frame, tags_frame, groups_frame, images_frame, merged = _merge_copies(
             photos_frame, tags_frame, groups_frame, images_frame, links
@@ -396,6 +349,57 @@ def read_openclipart(
         f"memberships, {broken:,} broken images, {len(tables.skips):,} skipped SVG paths"
     )
     return tables
+
+
+def _index_svg_paths(svg_root: Path) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+    """Every ``*.svg`` path under ``svg_root``, grouped by the photo it shows: ``photo_id`` (the
+    real file's path without extension) -> the relative paths (the file and its symlinks),
+    plus the skips of links that are broken, leave the corpus or end at no regular .svg file."""
+    svg_real_root = svg_root.resolve()
+    paths = sorted(svg_root.rglob("*.svg"))
+    if not paths:
+        raise IngestError(f"openclipart folder {svg_root} holds no .svg files")
+    skips: list[tuple[str, str]] = []
+    links: dict[str, list[str]] = defaultdict(list)
+    for path in paths:
+        rel = path.relative_to(svg_root).as_posix()
+        if path.is_symlink():
+            if not path.exists():
+                skips.append((rel, f"broken symlink to {path.readlink()}"))
+                continue
+            target = path.resolve()
+            if not target.is_relative_to(svg_real_root):
+                skips.append((rel, f"symlink leaves the corpus: {target}"))
+                continue
+            real_rel = target.relative_to(svg_real_root).as_posix()
+        else:
+            real_rel = rel
+        links[real_rel.removesuffix(".svg")].append(rel)
+    for pid in sorted(links):
+        real = svg_root / f"{pid}.svg"
+        if not real.is_file() or real.is_symlink():  # say ``a.svg -> a.xml``
+            reason = f"symlink target {pid} is not a regular .svg file"
+            skips.extend((rel, reason) for rel in links.pop(pid))
+    return dict(links), skips
+
+
+def _image_row(png_root: Path, pid: str, rels: list[str], config: OpenclipartConfig) -> dict:
+    """The ``images`` row of one photo: its PNG at ``png/<photo_id>.png`` or, failing that, at
+    the path of one of its links; ``broken`` when there is none."""
+    png = png_root / f"{pid}.png"
+    if not png.is_file():
+        alternatives = [png_root / (rel.removesuffix(".svg") + ".png") for rel in rels]
+        png = next((p for p in alternatives if p.is_file()), png)
+    if png.is_file():
+        return check_image(png.resolve(), config.check_images, config.max_pixels)
+    return {
+        "path": str(png.absolute()),
+        "sha256": None,
+        "width": None,
+        "height": None,
+        "status": IMAGE_BROKEN,
+        "reason": f"no PNG at png/{pid}.png",
+    }
 
 
 def _merge_owner_spellings(owners: pd.Series) -> pd.Series:
