@@ -32,13 +32,14 @@ to the pool counts as new for that pool. A photo already stored is never stored 
 changes to stored photos (new tags) are not picked up. The cursors and budget of a round are
 written into ``state.json`` when it starts, so a resumed round asks exactly what it first asked.
 
-Choices where the API leaves room (each a ``CrawlSpec`` field): searches are sorted
-``date-posted-asc`` so that uploads during a crawl land on later pages and pages read before do
-not shift (pools have no sort order: an addition during a crawl shifts later pages by one, which
-the photo dedup absorbs); Flickr returns at most 4,000 results per search (a warning is logged);
-``raw_tag`` is the tag as the listing's ``tags`` extra gives it (Flickr's normalised form,
-"newyork") unless ``fetch_raw_tags`` asks ``getInfo`` for the authors' spelling ("New York") at
-one more call per photo.
+Choices where the API leaves room: searches are sorted ``date-posted-asc`` so that uploads
+during a crawl land on later pages and pages read before do not shift (pools cannot be sorted:
+an addition during a crawl shifts later pages by one, which the photo dedup absorbs); Flickr
+returns at most 4,000 results per search (a warning is logged: split the search); ``raw_tag``
+is the tag as the listing's ``tags`` extra gives it (Flickr's normalised form, "newyork")
+unless ``CrawlSpec.fetch_raw_tags`` asks ``getInfo`` for the authors' spelling ("New York") at
+one more call per photo; a photo deleted between the listing and its ``getAllContexts`` call
+(Flickr error 1) is a recorded skip, while every other permanent error stops the crawl.
 """
 
 from __future__ import annotations
@@ -479,8 +480,9 @@ class _Crawl:
             if dest.exists():
                 # Written (atomically, so whole) by a run killed before this page finished.
                 result = inspect_file(dest)
+            elif self.fetcher is None:
+                raise FlickrConfigError("download_images is set but no ImageFetcher was given")
             else:
-                assert self.fetcher is not None
                 result = self.fetcher.fetch(record.photo_id, record.image_url, dest)
         return {
             "status": result.status,
@@ -627,10 +629,12 @@ def crawl(
 ) -> CrawlSummary:
     """Run (or resume) the crawl of ``spec`` into ``crawl_dir``; a finished crawl is a no-op.
 
-    ``fetcher`` downloads images (default: a new ``ImageFetcher``). ``on_step`` is called with
-    a short name after every durable step (a listing read, a photo's groups, an image, a page
-    file, the state file): a progress hook, and a way to stop the crawl (raise from it); a
-    stopped crawl resumes where it stopped. Raises ``FlickrPermanentError`` (bad key, unknown
+    ``log`` gets one line per page and round (give the client the same ``log`` for its retry
+    lines). ``fetcher`` downloads images (default: a new ``ImageFetcher``). ``on_step`` is
+    called after every step with a short name (``"state"``, ``"listed <query> <page>"``,
+    ``"contexts <photo>"``, ``"info <photo>"``, ``"image <photo>"``, ``"page <query> <page>"``):
+    a progress hook, and a way to stop the crawl (raise from it); a stopped crawl resumes where
+    it stopped. Raises ``FlickrPermanentError`` (bad key, unknown
     group), ``FlickrRetriesExhausted`` / ``ImageDownloadError`` (an outage outlasting the
     retries: run again later) and ``CrawlStateError`` (directory of another spec, or busy)."""
     return _run(spec, client, crawl_dir, new_round=False, log=log, fetcher=fetcher, on_step=on_step)
