@@ -21,7 +21,8 @@ from tagrec_models.sources.flickr.client import FlickrCredentials as ClientCrede
 from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
 from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
 from tagrec_models.sources.openclipart import OpenclipartConfig, read_openclipart
-from tagrec_models.sources.tables import IMAGE_BROKEN, IngestTables
+from tagrec_models.sources.flickr.errors import CrawlStateError, FlickrApiError, FlickrConfigError
+from tagrec_models.sources.tables import IMAGE_BROKEN, IngestError, IngestTables
 
 TABLES = ("photos", "photo_tags", "photo_groups", "images")
 TABLE_DESCRIPTIONS = {
@@ -43,6 +44,15 @@ def _outs(spec: DatasetSpec, extra: dict[str, str] | None = None) -> dict[str, d
         )
         for name in described
     }
+
+
+def failing_clearly(read, *args, **kwargs):
+    """Call a source reader; its input errors become a Dagster ``Failure`` whose message
+    names the bad input (shown as is in the UI), instead of a wrapped stack trace."""
+    try:
+        return read(*args, **kwargs)
+    except (IngestError, CrawlStateError, FlickrApiError, FlickrConfigError) as error:
+        raise dg.Failure(description=str(error)) from error
 
 
 def _emit(tables: IngestTables, extra: dict[str, pd.DataFrame] | None = None):
@@ -98,7 +108,8 @@ def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
         folder = Path(config.folder) if config.folder else (
             data_home.home.source_dir("openclipart") / "usr" / "share" / "openclipart"
         )
-        tables = read_openclipart(
+        tables = failing_clearly(
+            read_openclipart,
             folder,
             OpenclipartConfig(
                 merge_owner_case=config.merge_owner_case,
@@ -132,8 +143,11 @@ def corel5k_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     def ingest(context: dg.AssetExecutionContext, config: Corel5kSettings):
         """Read Corel5k from its folder: images, the 260-word annotations (no owners, no
         groups) and the standard split; annotations are checked against the .mat files."""
-        data = read_corel5k(
-            Path(config.folder), Corel5kConfig(check_images=config.check_images), log=progress(context)
+        data = failing_clearly(
+            read_corel5k,
+            Path(config.folder),
+            Corel5kConfig(check_images=config.check_images),
+            log=progress(context),
         )
         yield from _emit(data.tables, {"standard_split": data.split})
 
@@ -186,19 +200,23 @@ def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         retried with back-off; a killed crawl resumes without re-asking finished pages; mode
         'recrawl' (the schedule's) adds only photos uploaded since the cursor."""
         api_key, api_secret = flickr.require()
-        client = FlickrClient(
-            ClientCredentials(api_key, api_secret),
-            ClientConfig(
-                **({"rest_url": flickr.rest_url} if flickr.rest_url else {}),
-                calls_per_hour=float(flickr.calls_per_hour),
-            ),
-            log=progress(context),
-        )
-        crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
         if config.mode not in ("crawl", "recrawl"):
             raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
+        crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
         run = recrawl if config.mode == "recrawl" else crawl_fn
-        summary = run(config.crawl_spec(), client, crawl_dir, log=progress(context))
+
+        def start_crawl():
+            client = FlickrClient(
+                ClientCredentials(api_key, api_secret),
+                ClientConfig(
+                    **({"rest_url": flickr.rest_url} if flickr.rest_url else {}),
+                    calls_per_hour=float(flickr.calls_per_hour),
+                ),
+                log=progress(context),
+            )
+            return run(config.crawl_spec(), client, crawl_dir, log=progress(context))
+
+        summary = failing_clearly(start_crawl)
         return dg.MaterializeResult(
             metadata={
                 "crawl_dir": dg.MetadataValue.path(str(crawl_dir)),
@@ -232,7 +250,7 @@ def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     def ingest(context: dg.AssetExecutionContext, config: FlickrTablesSettings, data_home: DataHomeResource):
         """The ingest tables of every finished page of the crawl."""
         crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
-        tables = load_ingest_tables(crawl_dir)
+        tables = failing_clearly(load_ingest_tables, crawl_dir)
         yield from _emit(tables, {"skipped_files": load_skips(crawl_dir)})
 
     return ingest

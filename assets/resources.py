@@ -15,10 +15,16 @@ class DataHomeResource(dg.ConfigurableResource):
     and the DuckDB database ``tagrec.duckdb``."""
 
     root: str
+    nltk_data_dir: str = ""
 
     @property
     def home(self) -> DataHome:
         return DataHome(Path(self.root).resolve())
+
+    @property
+    def nltk_data(self) -> Path:
+        """WordNet for nltk: ``<data home>/nltk_data`` unless set elsewhere (tests share one)."""
+        return Path(self.nltk_data_dir).resolve() if self.nltk_data_dir else self.home.nltk_data
 
     @property
     def store(self) -> DuckDBStore:

@@ -26,7 +26,7 @@ def vocabulary_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         not know the tag; the preprocessing recipe decides whether such tags are kept
         (``keep_unmapped``) when it maps tags to WordNet (paper 1, Flickr-PTR)."""
         try:
-            frame = map_tags(photo_tags["raw_tag"].dropna(), data_home.home.nltk_data, log=progress(context))
+            frame = map_tags(photo_tags["raw_tag"].dropna(), data_home.nltk_data, log=progress(context))
         except WordNetSetupError as error:
             raise dg.Failure(f"{error} (run `make setup` to install WordNet into the data home)") from error
         mapped = int(frame["synset"].notna().sum())
