@@ -276,23 +276,28 @@ def extract_features(
         plan["cm225"] = ((n, config.lowlevel_config.moments_dim), np.dtype(np.float32))
     for d in config.patch_sizes:
         plan[f"patches_{d}"] = ((n, len(config.patch_positions), d, d, 3), np.dtype(np.uint8))
-    if config.cnn:
-        for stage, positions in _stage_positions(backbone, config.input_size, runtime).items():
-            plan[f"local_{stage}"] = ((n, positions, spec.channels(stage)), np.dtype(np.float16))
 
     statuses: list[str] = [""] * n
     reasons: list[str] = [""] * n
     widths = np.zeros(n, dtype=np.int64)
     heights = np.zeros(n, dtype=np.int64)
-    files = {name: out_dir / f"{name}.npy" for name in plan}
+    files: dict[str, Path] = {}
     start = time.perf_counter()
     last_log = start
     done = 0
     with contextlib.ExitStack() as stack:
-        arrays = {}
-        for name, (shape, dtype) in plan.items():
+        arrays: dict[str, np.ndarray] = {}
+
+        def allocate(name: str, shape: tuple[int, ...], dtype: np.dtype) -> None:
+            # Each array is written into a temporary file beside its real name and moved into
+            # place only when the whole pass has succeeded (atomic_path).
+            plan[name] = (shape, dtype)
+            files[name] = out_dir / f"{name}.npy"
             tmp = stack.enter_context(atomic_path(files[name]))
             arrays[name] = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+
+        for name, (shape, dtype) in list(plan.items()):
+            allocate(name, shape, dtype)
         with torch.inference_mode():
             for batch in make_loader(paths, config, runtime):
                 rows = batch["index"]
@@ -305,6 +310,8 @@ def extract_features(
                     arrays["cnn"][rows] = embedding
                     for stage, fmap in out.stages.items():
                         local = _stage_rows(fmap)
+                        if f"local_{stage}" not in arrays:  # the grid size is known after one batch
+                            allocate(f"local_{stage}", (n,) + local.shape[1:], np.dtype(np.float16))
                         local[broken] = 0.0
                         arrays[f"local_{stage}"][rows] = local
                 if config.lowlevel:
@@ -352,14 +359,6 @@ def extract_features(
     counts = result.status_counts()
     log(f"features: {n} images in {seconds:.1f} s ({n / seconds:.1f} images/s); {counts}")
     return result
-
-
-def _stage_positions(backbone: FeatureBackbone, size: int, runtime: Runtime) -> dict[str, int]:
-    """Number of grid positions each stage stores at this input size (one tiny forward)."""
-    with torch.inference_mode(), runtime.autocast():
-        probe = torch.zeros((1, 3, size, size), dtype=torch.uint8)
-        out = backbone(runtime.to_device(probe))
-    return {stage: int(fmap.shape[-2] * fmap.shape[-1]) for stage, fmap in out.stages.items()}
 
 
 FEATURE_FILES = {"cnn": "cnn.npy", "ch64": "ch64.npy", "cm225": "cm225.npy"}
