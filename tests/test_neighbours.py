@@ -1,7 +1,7 @@
 """Guards paper 2's neighbour selection (section 4.1): min-max similarity (eq. 3), group
 Jaccard (eq. 4), the correlation degree (eq. 5) and neighbour weights against hand-worked
-values, and the exact batched search (dense BLAS and scikit-learn index) against the
-one-query-at-a-time brute-force reference."""
+values, and the exact batched search (dense, blocked BLAS and scikit-learn index) against
+the one-query-at-a-time brute-force reference."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def _line_example():
     return train, groups, query, query_groups
 
 
-@pytest.mark.parametrize("backend", ["dense", "index"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index"])
 def test_search_by_hand(backend):
     train, groups, query, query_groups = _line_example()
     index = NeighbourIndex(train, groups=groups, backend=backend)
@@ -141,9 +141,11 @@ SEARCHES = [
 ]
 
 
+@pytest.mark.parametrize(
+    "backend, block_cells", [("dense", None), ("blocked", 500), ("blocked", None), ("index", None)]
+)
 @pytest.mark.parametrize("equal_norms", [True, False])
-@pytest.mark.parametrize("backend", ["dense", "index"])
-def test_search_equals_brute_force(backend, equal_norms):
+def test_search_equals_brute_force(backend, block_cells, equal_norms):
     p = _random_problem(3 + equal_norms, equal_norms)
     index = NeighbourIndex(
         p["train"],
@@ -152,6 +154,8 @@ def test_search_equals_brute_force(backend, equal_norms):
         image_users=p["image_users"],
         owners=p["owners"],
         backend=backend,
+        # 500 cells: the blocked back end streams the training set in ~70-row blocks.
+        **({} if block_cells is None else {"block_cells": block_cells}),
     )
     for options in SEARCHES:
         ref_index, ref_score = brute_force_neighbours(
@@ -178,6 +182,25 @@ def test_search_equals_brute_force(backend, equal_norms):
         )
         np.testing.assert_array_equal(found.index, ref_index, err_msg=str(options))
         np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12, err_msg=str(options))
+    # eq. 3's normalisers: the extreme distances to all training images but the query's own.
+    dist = np.sqrt(((p["queries"][:, None, :].astype(np.float64) - p["train"][None]) ** 2).sum(axis=2))
+    own = p["image_ids"][None, :] == p["query_images"][:, None]
+    np.testing.assert_allclose(found.d_min, np.where(own, np.inf, dist).min(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(found.d_max, np.where(own, -np.inf, dist).max(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index"])
+def test_normalisers_are_exact_for_many_queries(backend):
+    """d_min / d_max over 3000 queries: enough that an unordered screen showing only its first
+    few candidates would miss the true nearest image somewhere."""
+    rng = np.random.default_rng(5)
+    train = rng.normal(size=(300, 6)).astype(np.float32)
+    queries = rng.normal(size=(3000, 6)).astype(np.float32)
+    found = NeighbourIndex(train, backend=backend).search(queries, 20, use_groups=False, batch_size=1000)
+    dist = np.sqrt(((queries[:, None, :].astype(np.float64) - train[None]) ** 2).sum(axis=2))
+    np.testing.assert_allclose(found.d_min, dist.min(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(found.d_max, dist.max(axis=1), rtol=1e-12)
+    np.testing.assert_array_equal(found.index, np.argsort(dist, axis=1, kind="stable")[:, :20])
 
 
 def test_search_options_do_what_they_say():

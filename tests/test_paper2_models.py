@@ -114,8 +114,9 @@ def test_a_training_image_is_not_its_own_neighbour(clear):
 def test_backends_give_the_same_scores(clear):
     data, test, side = clear
     dense = get_recommender("ug_nw")(backend="dense", own_image_bonus=0.2).fit(data).score(test, side)
-    index = get_recommender("ug_nw")(backend="index", own_image_bonus=0.2).fit(data).score(test, side)
-    np.testing.assert_allclose(dense, index, rtol=1e-6)
+    for backend in ["blocked", "index"]:
+        other = get_recommender("ug_nw")(backend=backend, own_image_bonus=0.2).fit(data).score(test, side)
+        np.testing.assert_allclose(other, dense, rtol=1e-6)
 
 
 def test_bad_config_is_named():

@@ -43,7 +43,7 @@ class NeighbourMemory:
         *,
         with_groups: bool,
         backend: Backend = "auto",
-        index_min_train: int = 20_000,
+        dense_max_train: int = 20_000,
     ) -> "NeighbourMemory":
         if train.n_posts == 0:
             raise ValueError("NeighbourMemory: the training posts are empty")
@@ -96,7 +96,7 @@ class NeighbourMemory:
             image_users=image_users,
             owners=owners,
             backend=backend,
-            index_min_train=index_min_train,
+            dense_max_train=dense_max_train,
         )
         return cls(
             feature=feature,

@@ -8,22 +8,35 @@ with ``s`` the min-max normalised Euclidean similarity over the *whole* training
 and ``J`` the Jaccard coefficient of the group sets (eq. 4). The top k by ``y`` are the
 neighbours (ties go to the lower training row, so every back end gives the same answer).
 
-Two back ends, one answer:
+Three back ends, one answer:
 
 * ``"dense"``: every (query, training image) score from one BLAS product per query batch.
-  Best while the training set is small.
-* ``"index"``: a scikit-learn ``NearestNeighbors`` index. Exactness rests on one observation:
-  a candidate that shares no group with the query (and is not the user's own image) scores
-  ``lambda * s``, which is at most the score of each of the query's m visual nearest
-  neighbours. So the exact top m lies in {m visual nearest neighbours} U {images sharing a
-  group} U {the user's own images}; only those are scored. ``d_min`` comes from the same
-  index; ``d_max`` (eq. 3 needs the *farthest* training image) from a nearest-neighbour query
-  too: for codes of equal norm (VLAD codes are L2-normalised) the farthest point from q is
-  the nearest to -q; otherwise the codes are lifted onto a sphere with one extra coordinate
-  ``sqrt(C - 2|x|^2)``, where ``|(-q, 0) - (x, sqrt(C - 2|x|^2))|^2 = const + 2 q.x - |x|^2``,
-  whose minimum is the maximum of ``|q - x|^2``.
+  Simplest; best while the training set is small.
+* ``"blocked"``: streams the training set through float32 BLAS in blocks, keeping only each
+  query's running nearest and farthest images, then scores a candidate set exactly (below).
+  Memory stays bounded however large the training set; time grows linearly with it.
+* ``"index"``: the same candidate set, with the nearest and farthest images found by a
+  scikit-learn ``NearestNeighbors`` index (``index_algorithm``: "brute", "ball_tree"...).
 
-Both back ends screen candidates with fast (float32 BLAS) arithmetic and then recompute the
+Exactness of the candidate set rests on one observation: a training image that shares no
+group with the query (and is not the user's own) scores ``lambda * s``, which is at most
+the score of each of the query's m visual nearest neighbours. So the exact top m lies in
+{m visual nearest neighbours} U {images sharing a group} U {the user's own images}; only
+those are scored. ``d_min`` is the nearest neighbour's distance; ``d_max`` (eq. 3 needs the
+*farthest* training image) comes from the farthest-point search: the blocked back end keeps
+it on the way; the index answers it as a nearest-neighbour query: for codes of equal norm
+(VLAD codes are L2-normalised) the farthest point from q is the nearest to -q; otherwise the
+codes are lifted onto a sphere with one extra coordinate ``sqrt(C - 2|x|^2)``, where
+``|(-q, 0) - (x, sqrt(C - 2|x|^2))|^2 = const + 2 q.x - |x|^2``, whose minimum is the maximum
+of ``|q - x|^2``.
+
+Measured here (benchmarks/paper2_benchmark.py; 4096-d codes): scikit-learn's exact index is
+slower than plain BLAS at this dimension (tree indices cannot prune in thousands of
+dimensions and its brute path up-casts every block to float64), so ``"auto"`` picks
+``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; the
+index stays available and exact, for low-dimensional features where trees pay off.
+
+Every back end screens candidates with fast (float32) arithmetic and then recompute the
 distances, similarities and scores of the survivors exactly (float64 differences) with the
 same code, with a safety margin of extra candidates so that rounding in the screen cannot
 change the result. ``brute_force_neighbours`` is the plain one-query-at-a-time NumPy
@@ -48,7 +61,7 @@ from tagrec_models.neighbours.similarity import (
     neighbour_weights,
 )
 
-Backend = Literal["auto", "dense", "index"]
+Backend = Literal["auto", "dense", "blocked", "index"]
 Log = Callable[[str], None]
 
 # How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
@@ -96,7 +109,7 @@ class NeighbourIndex:
     kept from finding itself); ``image_users``: binary CSR ``[n_train, n_users]``, who posted
     each training image (for the own-image bonus); ``owners``: one user per row (for the
     one-image-per-user rule of neighbour voting). ``backend="auto"`` uses the dense path below
-    ``index_min_train`` training images and the scikit-learn index from there on.
+    ``dense_max_train`` training images and the blocked path from there on.
     """
 
     def __init__(
@@ -108,8 +121,9 @@ class NeighbourIndex:
         image_users: sparse.spmatrix | None = None,
         owners: np.ndarray | None = None,
         backend: Backend = "auto",
-        index_min_train: int = 20_000,
+        dense_max_train: int = 20_000,
         index_algorithm: str = "auto",
+        block_cells: int = 4_000_000,
     ) -> None:
         features = np.asarray(features)
         if features.ndim != 2 or features.shape[0] == 0:
@@ -129,12 +143,15 @@ class NeighbourIndex:
         self.owners = None if owners is None else np.asarray(owners, dtype=np.int64)
         if self.owners is not None and self.owners.shape != (n,):
             raise ValueError(f"NeighbourIndex: owners must have shape ({n},), got {self.owners.shape}")
-        if backend not in ("auto", "dense", "index"):
-            raise ValueError(f"NeighbourIndex: backend must be 'auto', 'dense' or 'index', got {backend!r}")
-        self.backend: Literal["dense", "index"] = (
-            ("index" if n >= index_min_train else "dense") if backend == "auto" else backend
+        if backend not in ("auto", "dense", "blocked", "index"):
+            raise ValueError(
+                f"NeighbourIndex: backend must be 'auto', 'dense', 'blocked' or 'index', got {backend!r}"
+            )
+        self.backend: Literal["dense", "blocked", "index"] = (
+            ("blocked" if n >= dense_max_train else "dense") if backend == "auto" else backend
         )
         self.index_algorithm = index_algorithm
+        self.block_cells = int(block_cells)
         self._nn = None
         self._far = None
 
@@ -240,7 +257,7 @@ class NeighbourIndex:
             if self.backend == "dense":
                 pairs_q, pairs_x, d_min, d_max = self._dense_candidates(sub, m, request)
             else:
-                pairs_q, pairs_x, d_min, d_max = self._index_candidates(sub, m, request)
+                pairs_q, pairs_x, d_min, d_max = self._candidates(sub, m, request)
             top = self._exact_top(sub, pairs_q, pairs_x, d_min, d_max, m, request)
             if distinct:
                 top = _first_per_owner(top, self.owners, k)
@@ -334,17 +351,18 @@ class NeighbourIndex:
                 self._far = (NearestNeighbors(algorithm=self.index_algorithm).fit(lifted), True)
         return self._far
 
-    def _index_candidates(self, batch: "_Batch", m: int, request: "_Request"):
+    def _candidates(self, batch: "_Batch", m: int, request: "_Request"):
+        """{visual nearest} U {group mates} U {own images} U {farthest}, for exact scoring."""
         x = batch.x
         n = self.n_train
         excluded = self._excluded(batch)
         n_exc = 0 if excluded is None else int(np.diff(excluded.indptr).max(initial=0))
-        n_fetch = min(n, m + n_exc + _SCREEN_MARGIN)
-        nn = self._nearest_index()
-        near = nn.kneighbors(x, n_neighbors=n_fetch, return_distance=False)
-        far_index, lift = self._farthest_index()
-        query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
-        far = far_index.kneighbors(query, n_neighbors=min(n, _EXTREMES + n_exc), return_distance=False)
+        n_near = min(n, m + n_exc + _SCREEN_MARGIN)
+        n_far = min(n, _EXTREMES + n_exc)
+        if self.backend == "index":
+            near, far = self._index_extremes(x, n_near, n_far)
+        else:
+            near, far = self._blocked_extremes(x, n_near, n_far)
         blocks_q = [np.repeat(np.arange(len(x)), near.shape[1]), np.repeat(np.arange(len(x)), far.shape[1])]
         blocks_x = [near.ravel(), far.ravel()]
         if request.use_groups:
@@ -355,8 +373,35 @@ class NeighbourIndex:
             own = self._own_matrix(batch.users).tocoo()
             blocks_q.append(own.row.astype(np.int64))
             blocks_x.append(own.col.astype(np.int64))
-        d_min, d_max = self._exact_extremes(batch, near[:, : _EXTREMES + n_exc], far, excluded)
+        # ``near`` comes unordered from the blocked screen: measure all of it for d_min.
+        d_min, d_max = self._exact_extremes(batch, near, far, excluded)
         return np.concatenate(blocks_q), np.concatenate(blocks_x), d_min, d_max
+
+    def _blocked_extremes(self, x: np.ndarray, n_near: int, n_far: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's ``n_near`` nearest and ``n_far`` farthest training rows (by screened
+        float32 distances), streaming the training set through BLAS block by block."""
+        b = len(x)
+        x_sq = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))[:, None]
+        step = max(1, self.block_cells // max(b, 1))
+        near_d = np.empty((b, 0))
+        near_i = np.empty((b, 0), dtype=np.int64)
+        far_d = np.empty((b, 0))
+        far_i = np.empty((b, 0), dtype=np.int64)
+        for start in range(0, self.n_train, step):
+            stop = min(start + step, self.n_train)
+            d2 = x_sq + self.sq_norms[None, start:stop] - 2.0 * (x @ self.features[start:stop].T)
+            rows = np.broadcast_to(np.arange(start, stop), d2.shape)
+            near_d, near_i = _keep_smallest(np.hstack([near_d, d2]), np.hstack([near_i, rows]), n_near)
+            far_d, far_i = _keep_smallest(np.hstack([far_d, -d2]), np.hstack([far_i, rows]), n_far)
+        return near_i, far_i
+
+    def _index_extremes(self, x: np.ndarray, n_near: int, n_far: int) -> tuple[np.ndarray, np.ndarray]:
+        nn = self._nearest_index()
+        near = nn.kneighbors(x, n_neighbors=n_near, return_distance=False)
+        far_index, lift = self._farthest_index()
+        query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
+        far = far_index.kneighbors(query, n_neighbors=n_far, return_distance=False)
+        return near, far
 
     def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, excluded) -> tuple[np.ndarray, np.ndarray]:
         """Exact (float64 difference) d_min and d_max over a few screened candidates each."""
@@ -453,6 +498,14 @@ class _Batch:
             images=None if self.images is None else self.images[rows],
             users=None if self.users is None else self.users[rows],
         )
+
+
+def _keep_smallest(values: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``n`` smallest values of each row and their training rows (unordered)."""
+    if values.shape[1] <= n:
+        return values, rows
+    pick = np.argpartition(values, n - 1, axis=1)[:, :n]
+    return np.take_along_axis(values, pick, axis=1), np.take_along_axis(rows, pick, axis=1)
 
 
 def _is_excluded(excluded: sparse.csr_matrix, q: np.ndarray, x: np.ndarray) -> np.ndarray:

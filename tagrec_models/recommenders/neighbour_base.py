@@ -27,9 +27,10 @@ class NeighbourConfig(RecommenderConfig):
     k: neighbours per query (paper 2 uses 15, section 5.1).
     exclude_same_image: a query never uses a training post of its own image as neighbour
         (scoring a training image must not see its own tags).
-    backend: neighbour search back end ("auto": dense BLAS below ``index_min_train`` training
-        images, a scikit-learn index from there on; both exact).
-    index_min_train: training images from which "auto" switches to the index.
+    backend: neighbour search back end: "dense" (all scores at once), "blocked" (streams the
+        training set through BLAS, bounded memory), "index" (scikit-learn NearestNeighbors);
+        all exact. "auto": dense below ``dense_max_train`` training images, blocked above.
+    dense_max_train: training images from which "auto" switches from dense to blocked.
     batch_size: queries searched (and walked) together.
     """
 
@@ -37,7 +38,7 @@ class NeighbourConfig(RecommenderConfig):
     k: int = 15
     exclude_same_image: bool = True
     backend: Backend = "auto"
-    index_min_train: int = 20_000
+    dense_max_train: int = 20_000
     batch_size: int = 256
 
     def __post_init__(self) -> None:
@@ -45,8 +46,8 @@ class NeighbourConfig(RecommenderConfig):
             raise ValueError("feature must name a SideInfo feature")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        if self.backend not in ("auto", "dense", "index"):
-            raise ValueError(f"backend must be 'auto', 'dense' or 'index', got {self.backend!r}")
+        if self.backend not in ("auto", "dense", "blocked", "index"):
+            raise ValueError(f"backend must be 'auto', 'dense', 'blocked' or 'index', got {self.backend!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
@@ -76,7 +77,7 @@ class NeighbourRecommender(Recommender):
             cfg.feature,
             with_groups=self.uses_groups(),
             backend=cfg.backend,
-            index_min_train=cfg.index_min_train,
+            dense_max_train=cfg.dense_max_train,
         )
 
     def score_with_log(self, posts: Posts, side: SideInfo, log: Log | None = None) -> np.ndarray:
