@@ -62,7 +62,7 @@ class BpMllConfig(NeuralConfig):
 class _BpMll(PostRecommender):
     Config = BpMllConfig
     personalised = False
-    contract_overrides = {"max_epochs": 3, "patience": 0}
+    contract_overrides = {"max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _build(self, data) -> tuple[nn.Module, dict[str, Any]]:
         args = {

@@ -119,7 +119,7 @@ class FactorisationMachine(FactorisationRecommender):
     name = "fm"
     Config = FmConfig
     personalised = True
-    contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0}
+    contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _network(self, n_users: int, n_images: int, n_tags: int) -> nn.Module:
         return FmNetwork(n_users, n_images, n_tags, self.config.dim, self.config.init_std)

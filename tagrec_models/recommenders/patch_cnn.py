@@ -147,7 +147,7 @@ class CnnConfig(NeuralConfig):
 class _PatchModel(PostRecommender):
     input_kind = "patches"
     needs = ("patches",)
-    contract_overrides = {"max_epochs": 2, "patience": 0, "eval_batch_size": 16}
+    contract_overrides = {"max_epochs": 2, "patience": 0, "eval_batch_size": 16, "torch_threads": 1}
 
     def _trunk(self, patch_size: int) -> PatchCNN:
         spec = choose_architecture(patch_size, self.config.architecture)

@@ -98,7 +98,7 @@ class PostBprMixin:
 class _FeaturePerMlp(PostBprMixin, PostRecommender):
     Config = PerMlpConfig
     personalised = True
-    contract_overrides = {"max_epochs": 3, "patience": 0, "hidden": 16}
+    contract_overrides = {"max_epochs": 3, "patience": 0, "hidden": 16, "torch_threads": 1}
 
     def _build(self, data) -> tuple[nn.Module, dict[str, Any]]:
         args = {"in_dim": self.input_dim, "n_users": data.n_users, "n_tags": data.n_tags}
