@@ -45,13 +45,19 @@ def new_image_mask(test: Posts, train: Posts) -> np.ndarray:
     return ~seen[test.image]
 
 
-def scenario_posts(test: Posts, train: Posts, scenario: str) -> Posts:
-    """The test posts of ``scenario`` (``"all"`` or ``"new_images"``)."""
+def scenario_mask(test: Posts, train: Posts, scenario: str) -> np.ndarray:
+    """Bool per test post: does it belong to ``scenario`` (``"all"`` or ``"new_images"``)."""
     if scenario == "all":
-        return test
+        return np.ones(test.n_posts, dtype=bool)
     if scenario == "new_images":
-        return test.subset(np.flatnonzero(new_image_mask(test, train)))
+        return new_image_mask(test, train)
     raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
+
+
+def scenario_posts(test: Posts, train: Posts, scenario: str) -> Posts:
+    """The test posts of ``scenario`` (``"all"`` returns ``test`` itself)."""
+    mask = scenario_mask(test, train, scenario)
+    return test if mask.all() and scenario == "all" else test.subset(np.flatnonzero(mask))
 
 
 def evaluate(model: Recommender, posts: Posts, side: SideInfo | None = None, k_max: int = 10) -> AtK:
@@ -71,29 +77,17 @@ def evaluate_scenarios(
 ) -> dict[str, AtK | None]:
     """``evaluate`` per scenario; ``None`` for a scenario without a post with a true tag (for
     example no test image is new), so the caller can say so instead of inventing a number."""
-    scores = model.score(test, side)
+    masks = {scenario: scenario_mask(test, train, scenario) for scenario in scenarios}
+    scores = model.score(test, side)  # once: every scenario is a subset of the test posts
     out: dict[str, AtK | None] = {}
-    for scenario in scenarios:
-        rows = (
-            np.arange(test.n_posts)
-            if scenario == "all"
-            else np.flatnonzero(scenario_posts_mask(test, train, scenario))
-        )
+    for scenario, mask in masks.items():
+        rows = np.flatnonzero(mask)
         truth = test.tags[rows]
         if truth.getnnz() == 0:
             out[scenario] = None
             continue
         out[scenario] = metrics_at_k(scores[rows], truth, k_max=k_max)
     return out
-
-
-def scenario_posts_mask(test: Posts, train: Posts, scenario: str) -> np.ndarray:
-    """Bool per test post: does it belong to ``scenario``."""
-    if scenario == "all":
-        return np.ones(test.n_posts, dtype=bool)
-    if scenario == "new_images":
-        return new_image_mask(test, train)
-    raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
 
 
 # -- metrics by name --------------------------------------------------------------------------
