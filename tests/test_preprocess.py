@@ -108,7 +108,10 @@ def many_users(n_users: int = 40, posts: int = 3) -> pd.DataFrame:
 
 def expected_sample(users: list[str], seed: int, n: int) -> set[str]:
     """The sample the recipe documents: the n smallest md5("<seed>:<user>"), by Python."""
-    return set(sorted(users, key=lambda u: (hashlib.md5(f"{seed}:{u}".encode()).hexdigest(), u))[:n])
+    def key(user: str) -> tuple[str, str]:
+        return hashlib.md5(f"{seed}:{user}".encode()).hexdigest(), user
+
+    return set(sorted(users, key=key)[:n])
 
 
 def test_user_sample_is_the_documented_md5_order_and_depends_on_the_seed(con):
@@ -226,7 +229,10 @@ def test_every_input_form_gives_the_same_result(con, tmp_path):
     con.execute("CREATE TABLE chain AS SELECT * FROM read_parquet(?)", [str(path)])
     for form in (path, "chain", pa.Table.from_pandas(data), con.table("chain")):
         pd.testing.assert_frame_equal(preprocess(con, form, rules).assignments, expected)
+    # Nothing is left behind in the caller's connection: no temporary table, same settings.
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchall() == [(0,)]
+    setting = "SELECT current_setting('preserve_insertion_order')"
+    assert con.execute(setting).fetchall() == [(True,)]
 
 
 def test_recipes_validate_and_the_profiles_follow_paper_1():

@@ -254,5 +254,7 @@ def recipe_for(profile: str, **overrides: Any) -> Recipe:
     known = {f.name for f in fields(Recipe)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise RecipeError(f"recipe {profile!r}: unknown field(s) {unknown}; fields: {sorted(known)}")
+        raise RecipeError(
+            f"recipe {profile!r}: unknown field(s) {unknown}; fields: {sorted(known)}"
+        )
     return replace(PROFILES[profile], **overrides)

@@ -10,8 +10,9 @@ the ingest stage), so the SQL downstream needs no special cases.
 from __future__ import annotations
 
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Iterator, Union
 
 import duckdb
 import pandas as pd
@@ -26,6 +27,22 @@ ASSIGNMENT_COLUMNS = ("user_id", "photo_id", "tag")
 
 class PreprocessInputError(ValueError):
     """Input that preprocessing or splitting cannot use; the message names the input."""
+
+
+@contextmanager
+def unordered(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Turn off DuckDB's ``preserve_insertion_order`` for the duration, then restore it.
+
+    No intermediate table here needs the row order of its input (every order that matters is
+    an explicit ORDER BY), and without it DuckDB builds 10M-row tables in parallel with less
+    memory; measured on the preprocessing benchmark it cuts the 10M run by about a third.
+    """
+    before = con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        yield
+    finally:
+        con.execute(f"SET preserve_insertion_order = {'true' if before else 'false'}")
 
 
 def temp_name(prefix: str) -> str:

@@ -17,9 +17,10 @@ see each function for the repair, which is deterministic and reported.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import duckdb
 import pandas as pd
@@ -36,11 +37,13 @@ from tagrec_models.preprocess.relations import (
     relation_view,
     temp_name,
     to_frame,
+    unordered,
 )
 from tagrec_models.storage.atomic import write_parquet
 from tagrec_models.storage.duckdb_store import quote, sql_string
 
 PARTS = ("train", "val", "test")
+F = TypeVar("F", bound=Callable[..., Any])
 PART_COLUMNS = ("user_id", "photo_id", "tag", "part")
 
 
@@ -70,6 +73,18 @@ class SplitResult:
         return rows[["user_id", "photo_id", "tag"]].reset_index(drop=True)
 
 
+def _without_insertion_order(function: F) -> F:
+    """Run a split with DuckDB's insertion order off (see ``relations.unordered``)."""
+
+    @functools.wraps(function)
+    def wrapper(con: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> Any:
+        with unordered(con):
+            return function(con, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@_without_insertion_order
 def split_per_user(
     con: duckdb.DuckDBPyConnection,
     assignments: Assignments,
@@ -140,6 +155,7 @@ def split_per_user(
         drop_tables(con, *owned)
 
 
+@_without_insertion_order
 def split_predefined(
     con: duckdb.DuckDBPyConnection,
     assignments: Assignments,
