@@ -254,15 +254,15 @@ class NeighbourIndex:
         result: Neighbours | None = None
         while True:
             sub = batch.take(rows)
+            tables = _Tables.build(self, sub, request)
             if self.backend == "dense":
-                pairs_q, pairs_x, d_min, d_max = self._dense_candidates(sub, m, request)
+                pairs_q, pairs_x, d_min, d_max = self._dense_candidates(sub, m, request, tables)
+            elif self.backend == "blocked":
+                pairs_q, pairs_x, d_min, d_max = self._blocked_candidates(sub, m, request, tables)
             else:
-                pairs_q, pairs_x, d_min, d_max = self._candidates(sub, m, request)
-            top = self._exact_top(sub, pairs_q, pairs_x, d_min, d_max, m, request)
-            if distinct:
-                top = _first_per_owner(top, self.owners, k)
-            else:
-                top = _cut(top, k)
+                pairs_q, pairs_x, d_min, d_max = self._index_candidates(sub, m, request, tables)
+            top = self._exact_top(sub, pairs_q, pairs_x, d_min, d_max, m, request, tables)
+            top = _first_per_owner(top, self.owners, k) if distinct else _cut(top, k)
             result = top if result is None else _replace_rows(result, rows, top)
             if not distinct or m >= n_avail:
                 return result
@@ -273,38 +273,26 @@ class NeighbourIndex:
             rows = rows[short]
             m = min(2 * m, n_avail)
 
-    def _excluded(self, batch: "_Batch") -> sparse.csr_matrix | None:
+    def _excluded(self, images: np.ndarray | None) -> sparse.csr_matrix | None:
         """[b, n_train] marks of training rows showing the query's own image."""
-        if batch.images is None:
+        if images is None:
             return None
         order = self._id_order
-        pos = np.searchsorted(self.image_ids[order], batch.images)
-        pos = np.minimum(pos, len(order) - 1)
-        hit = self.image_ids[order][pos] == batch.images
+        pos = np.minimum(np.searchsorted(self.image_ids[order], images), len(order) - 1)
+        hit = self.image_ids[order][pos] == images
         q = np.flatnonzero(hit)
-        return sparse.csr_matrix(
-            (np.ones(len(q)), (q, order[pos[hit]])), shape=(len(batch.images), self.n_train)
-        )
+        return sparse.csr_matrix((np.ones(len(q)), (q, order[pos[hit]])), shape=(len(images), self.n_train))
 
-    def _dense_candidates(self, batch: "_Batch", m: int, request: "_Request"):
+    def _dense_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
         """Screen every training image with one float32 product; keep the top (m + margin)
         by the screened score and the few nearest/farthest, for exact re-scoring."""
         x = batch.x
-        gram = x @ self.features.T  # float32 BLAS
-        d2 = np.maximum(
-            np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))[:, None] + self.sq_norms[None, :] - 2.0 * gram,
-            0.0,
-        )
-        excluded = self._excluded(batch)
-        if excluded is not None and excluded.nnz:
-            exc_rows, exc_cols = excluded.nonzero()
-            d2_near = d2.copy()
-            d2_near[exc_rows, exc_cols] = np.inf
-            d2_far = d2.copy()
-            d2_far[exc_rows, exc_cols] = -np.inf
-        else:
-            exc_rows = exc_cols = np.zeros(0, dtype=np.int64)
-            d2_near = d2_far = d2
+        d2 = np.maximum(_row_sq(x)[:, None] + self.sq_norms[None, :] - 2.0 * (x @ self.features.T), 0.0)
+        exc_rows, exc_cols = tables.excluded.pairs()
+        d2_near = d2.copy()
+        d2_near[exc_rows, exc_cols] = np.inf
+        d2_far = d2.copy()
+        d2_far[exc_rows, exc_cols] = -np.inf
         n_ext = min(_EXTREMES, self.n_train)
         near = np.argpartition(d2_near, n_ext - 1, axis=1)[:, :n_ext]
         far = np.argpartition(-d2_far, n_ext - 1, axis=1)[:, :n_ext]
@@ -313,20 +301,67 @@ class NeighbourIndex:
         d_max_s = np.take_along_axis(dist, far, axis=1).max(axis=1)
         y = min_max_similarity(dist, d_min_s[:, None], d_max_s[:, None])
         if request.use_groups:
-            inter = (batch.groups @ self.groups.T).toarray()
-            jac = jaccard_from_counts(inter, group_sizes(batch.groups)[:, None], self.group_sizes[None, :])
+            jac = jaccard_from_counts(
+                tables.inter.matrix.toarray(), tables.query_group_sizes[:, None], self.group_sizes[None, :]
+            )
             y = correlation(y, jac, request.lam)
         if request.bonus > 0:
-            y = y + request.bonus * self._own_matrix(batch.users).toarray()
+            y = y + request.bonus * tables.own.matrix.toarray()
         y[exc_rows, exc_cols] = -np.inf
         n_keep = min(m + _SCREEN_MARGIN, self.n_train)
         screened = np.argpartition(-y, n_keep - 1, axis=1)[:, :n_keep]
         cand = np.concatenate([screened, near, far], axis=1)
-        pairs_q = np.repeat(np.arange(len(x)), cand.shape[1])
-        pairs_x = cand.ravel()
-        # Exact extremes from the few screened nearest / farthest points.
-        d_min, d_max = self._exact_extremes(batch, near, far, excluded)
-        return pairs_q, pairs_x, d_min, d_max
+        d_min, d_max = self._exact_extremes(batch, near, far, tables)
+        return np.repeat(np.arange(len(x)), cand.shape[1]), cand.ravel(), d_min, d_max
+
+    def _blocked_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
+        """Stream the training set through float32 BLAS in blocks, keeping each query's
+        running nearest and farthest images and reading off the screened distances of its
+        group mates and own images on the way; keep the top (m + margin) by screened score."""
+        x = batch.x
+        b = len(x)
+        n_near = min(self.n_train, m + _SCREEN_MARGIN)
+        n_ext = min(self.n_train, _EXTREMES)
+        extra_q, extra_x = _union_pairs(self.n_train, tables.inter.pairs(), tables.own.pairs())
+        by_col = np.argsort(extra_x, kind="stable")
+        extra_q, extra_x = extra_q[by_col], extra_x[by_col]
+        extra_d2 = np.empty(len(extra_x))
+        exc_q, exc_x = tables.excluded.pairs()
+        x_sq = _row_sq(x)[:, None]
+        step = max(1, self.block_cells // max(b, 1))
+        near_d = np.empty((b, 0))
+        near_i = np.empty((b, 0), dtype=np.int64)
+        far_d = np.empty((b, 0))
+        far_i = np.empty((b, 0), dtype=np.int64)
+        for start in range(0, self.n_train, step):
+            stop = min(start + step, self.n_train)
+            d2 = np.maximum(x_sq + self.sq_norms[None, start:stop] - 2.0 * (x @ self.features[start:stop].T), 0.0)
+            lo, hi = np.searchsorted(extra_x, [start, stop])
+            extra_d2[lo:hi] = d2[extra_q[lo:hi], extra_x[lo:hi] - start]
+            in_block = (exc_x >= start) & (exc_x < stop)
+            near_block, far_block = d2, -d2
+            if in_block.any():  # the query's own image is neither nearest nor farthest
+                near_block, far_block = d2.copy(), -d2
+                near_block[exc_q[in_block], exc_x[in_block] - start] = np.inf
+                far_block[exc_q[in_block], exc_x[in_block] - start] = np.inf
+            rows = np.broadcast_to(np.arange(start, stop), d2.shape)
+            near_d, near_i = _keep_smallest(np.hstack([near_d, near_block]), np.hstack([near_i, rows]), n_near)
+            far_d, far_i = _keep_smallest(np.hstack([far_d, far_block]), np.hstack([far_i, rows]), n_ext)
+        # Screened scores of every candidate, then the top (m + margin) per query.
+        pq = np.concatenate([np.repeat(np.arange(b), near_i.shape[1]), extra_q])
+        px = np.concatenate([near_i.ravel(), extra_x])
+        pd2 = np.concatenate([near_d.ravel(), extra_d2])
+        keep = np.isfinite(pd2) & ~tables.excluded.has(pq, px)
+        pq, px, pd2 = pq[keep], px[keep], pd2[keep]
+        # (inf only where every training image is the query's own: no candidate is left then)
+        d_min_s = np.sqrt(near_d.min(axis=1, initial=np.inf))
+        d_min_s = np.where(np.isfinite(d_min_s), d_min_s, 0.0)
+        d_max_s = np.sqrt(np.maximum(-far_d.min(axis=1, initial=np.inf), 0.0))
+        y = self._pair_scores(np.sqrt(pd2), pq, px, d_min_s, np.maximum(d_max_s, d_min_s), request, tables)
+        pq, px = _top_pairs(pq, px, y, b, m + _SCREEN_MARGIN)
+        near_few = np.take_along_axis(near_i, np.argsort(near_d, axis=1)[:, :n_ext], axis=1)
+        d_min, d_max = self._exact_extremes(batch, near_few, far_i, tables)
+        return np.concatenate([pq, np.repeat(np.arange(b), far_i.shape[1])]), np.concatenate([px, far_i.ravel()]), d_min, d_max
 
     def _nearest_index(self):
         if self._nn is None:
@@ -351,68 +386,33 @@ class NeighbourIndex:
                 self._far = (NearestNeighbors(algorithm=self.index_algorithm).fit(lifted), True)
         return self._far
 
-    def _candidates(self, batch: "_Batch", m: int, request: "_Request"):
-        """{visual nearest} U {group mates} U {own images} U {farthest}, for exact scoring."""
+    def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
+        """Nearest and farthest from the scikit-learn index; every group mate and own image
+        is then scored exactly (the index gives no screened distances for them)."""
         x = batch.x
         n = self.n_train
-        excluded = self._excluded(batch)
-        n_exc = 0 if excluded is None else int(np.diff(excluded.indptr).max(initial=0))
+        n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
         n_near = min(n, m + n_exc + _SCREEN_MARGIN)
         n_far = min(n, _EXTREMES + n_exc)
-        if self.backend == "index":
-            near, far = self._index_extremes(x, n_near, n_far)
-        else:
-            near, far = self._blocked_extremes(x, n_near, n_far)
-        blocks_q = [np.repeat(np.arange(len(x)), near.shape[1]), np.repeat(np.arange(len(x)), far.shape[1])]
-        blocks_x = [near.ravel(), far.ravel()]
-        if request.use_groups:
-            mates = (batch.groups @ self.groups.T).tocoo()
-            blocks_q.append(mates.row.astype(np.int64))
-            blocks_x.append(mates.col.astype(np.int64))
-        if request.bonus > 0:
-            own = self._own_matrix(batch.users).tocoo()
-            blocks_q.append(own.row.astype(np.int64))
-            blocks_x.append(own.col.astype(np.int64))
-        # ``near`` comes unordered from the blocked screen: measure all of it for d_min.
-        d_min, d_max = self._exact_extremes(batch, near, far, excluded)
-        return np.concatenate(blocks_q), np.concatenate(blocks_x), d_min, d_max
-
-    def _blocked_extremes(self, x: np.ndarray, n_near: int, n_far: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each query's ``n_near`` nearest and ``n_far`` farthest training rows (by screened
-        float32 distances), streaming the training set through BLAS block by block."""
-        b = len(x)
-        x_sq = np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))[:, None]
-        step = max(1, self.block_cells // max(b, 1))
-        near_d = np.empty((b, 0))
-        near_i = np.empty((b, 0), dtype=np.int64)
-        far_d = np.empty((b, 0))
-        far_i = np.empty((b, 0), dtype=np.int64)
-        for start in range(0, self.n_train, step):
-            stop = min(start + step, self.n_train)
-            d2 = x_sq + self.sq_norms[None, start:stop] - 2.0 * (x @ self.features[start:stop].T)
-            rows = np.broadcast_to(np.arange(start, stop), d2.shape)
-            near_d, near_i = _keep_smallest(np.hstack([near_d, d2]), np.hstack([near_i, rows]), n_near)
-            far_d, far_i = _keep_smallest(np.hstack([far_d, -d2]), np.hstack([far_i, rows]), n_far)
-        return near_i, far_i
-
-    def _index_extremes(self, x: np.ndarray, n_near: int, n_far: int) -> tuple[np.ndarray, np.ndarray]:
-        nn = self._nearest_index()
-        near = nn.kneighbors(x, n_neighbors=n_near, return_distance=False)
+        near = self._nearest_index().kneighbors(x, n_neighbors=n_near, return_distance=False)
         far_index, lift = self._farthest_index()
         query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
         far = far_index.kneighbors(query, n_neighbors=n_far, return_distance=False)
-        return near, far
+        extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
+        pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
+        px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
+        d_min, d_max = self._exact_extremes(batch, near[:, : _EXTREMES + n_exc], far, tables)
+        return pq, px, d_min, d_max
 
-    def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, excluded) -> tuple[np.ndarray, np.ndarray]:
+    def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, tables: "_Tables") -> tuple[np.ndarray, np.ndarray]:
         """Exact (float64 difference) d_min and d_max over a few screened candidates each."""
         b = len(batch.x)
         q_near = np.repeat(np.arange(b), near.shape[1])
         q_far = np.repeat(np.arange(b), far.shape[1])
         dn = self._pair_distances(batch.x, q_near, near.ravel()).reshape(near.shape)
         df = self._pair_distances(batch.x, q_far, far.ravel()).reshape(far.shape)
-        if excluded is not None and excluded.nnz:
-            dn = np.where(_is_excluded(excluded, q_near, near.ravel()).reshape(near.shape), np.inf, dn)
-            df = np.where(_is_excluded(excluded, q_far, far.ravel()).reshape(far.shape), -np.inf, df)
+        dn = np.where(tables.excluded.has(q_near, near.ravel()).reshape(near.shape), np.inf, dn)
+        df = np.where(tables.excluded.has(q_far, far.ravel()).reshape(far.shape), -np.inf, df)
         d_min, d_max = dn.min(axis=1), df.max(axis=1)
         # Only possible when the query's own image is the only training image.
         d_min = np.where(np.isfinite(d_min), d_min, 0.0)
@@ -428,53 +428,124 @@ class NeighbourIndex:
 
     def _own_matrix(self, users: np.ndarray) -> sparse.csr_matrix:
         """[b, n_train]: 1 where the training image was posted by the query's user."""
-        image_users = self.image_users
         known = users >= 0
-        cols = np.where(known, users, 0)
-        own = image_users[:, cols].T.tocsr()
-        own = sparse.diags(known.astype(np.float64)) @ own
+        own = self.image_users[:, np.where(known, users, 0)].T.tocsr()
+        own = sparse.csr_matrix(sparse.diags(known.astype(np.float64)) @ own)
         own.eliminate_zeros()
         return own
 
-    def _exact_top(self, batch, pairs_q, pairs_x, d_min, d_max, m, request) -> Neighbours:
+    def _pair_scores(self, dist, pq, px, d_min, d_max, request: "_Request", tables: "_Tables") -> np.ndarray:
+        """Eqs. 3-5 (plus the own-image bonus) for (query, training row) pairs."""
+        vis = min_max_similarity(dist, d_min[pq], d_max[pq])
+        y = vis
+        if request.use_groups:
+            grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
+            y = correlation(vis, grp, request.lam)
+        if request.bonus > 0:
+            y = y + request.bonus * tables.own.get(pq, px)
+        return y
+
+    def _exact_top(self, batch, pairs_q, pairs_x, d_min, d_max, m, request, tables: "_Tables") -> Neighbours:
         """Exact scores of the candidate pairs; the top m per query, best first, ties to the
         lower training row."""
         b = len(batch.x)
         n = self.n_train
         key = np.unique(pairs_q * n + pairs_x)
         pq, px = key // n, key % n
-        excluded = self._excluded(batch)
-        if excluded is not None and excluded.nnz:
-            keep = ~_is_excluded(excluded, pq, px)
-            pq, px = pq[keep], px[keep]
+        keep = ~tables.excluded.has(pq, px)
+        pq, px = pq[keep], px[keep]
         dist = self._pair_distances(batch.x, pq, px)
         vis = min_max_similarity(dist, d_min[pq], d_max[pq])
         if request.use_groups:
-            inter = np.asarray(batch.groups[pq].multiply(self.groups[px]).sum(axis=1)).ravel()
-            grp = jaccard_from_counts(inter, group_sizes(batch.groups)[pq], self.group_sizes[px])
+            grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
             y = correlation(vis, grp, request.lam)
         else:
             grp = np.zeros_like(vis)
             y = vis
         if request.bonus > 0:
-            y = y + request.bonus * np.asarray(self._own_matrix(batch.users)[pq, px]).ravel()
+            y = y + request.bonus * tables.own.get(pq, px)
         order = np.lexsort((px, -y, pq))
         pq, px, y, vis, grp, dist = pq[order], px[order], y[order], vis[order], grp[order], dist[order]
         counts = np.bincount(pq, minlength=b)
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         rank = np.arange(len(pq)) - starts[pq]
         sel = rank < m
-        shape = (b, m)
-        out = {
-            "index": np.full(shape, -1, dtype=np.int64),
-            "score": np.zeros(shape),
-            "visual": np.zeros(shape),
-            "group": np.zeros(shape),
-            "distance": np.zeros(shape),
-        }
+        out = {name: np.zeros((b, m)) for name in ("score", "visual", "group", "distance")}
+        out["index"] = np.full((b, m), -1, dtype=np.int64)
         for name, values in (("index", px), ("score", y), ("visual", vis), ("group", grp), ("distance", dist)):
             out[name][pq[sel], rank[sel]] = values[sel]
         return Neighbours(**out, d_min=d_min, d_max=d_max)
+
+
+class _Lookup:
+    """Values of a sparse [b, n] matrix at arbitrary (row, column) pairs, by sorted keys."""
+
+    def __init__(self, matrix: sparse.spmatrix | None, shape: tuple[int, int]) -> None:
+        self.matrix = sparse.csr_matrix(shape) if matrix is None else sparse.csr_matrix(matrix)
+        coo = self.matrix.tocoo()
+        self.n = shape[1]
+        keys = coo.row.astype(np.int64) * self.n + coo.col
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.values = keys[order], coo.data[order].astype(np.float64)
+
+    def get(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        if not len(self.keys):
+            return np.zeros(len(rows))
+        key = rows * self.n + cols
+        pos = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+        return np.where(self.keys[pos] == key, self.values[pos], 0.0)
+
+    def has(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return self.get(rows, cols) != 0
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.keys // self.n, self.keys % self.n
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per-batch sparse facts about (query, training row) pairs: the query's own image
+    (excluded), shared-group counts (eq. 4's intersections) and the user's own images."""
+
+    excluded: _Lookup
+    inter: _Lookup
+    own: _Lookup
+    query_group_sizes: np.ndarray | None
+
+    @classmethod
+    def build(cls, index: NeighbourIndex, batch: "_Batch", request: "_Request") -> "_Tables":
+        shape = (len(batch.x), index.n_train)
+        inter = batch.groups @ index.groups.T if request.use_groups else None
+        own = index._own_matrix(batch.users) if request.bonus > 0 else None
+        return cls(
+            excluded=_Lookup(index._excluded(batch.images), shape),
+            inter=_Lookup(inter, shape),
+            own=_Lookup(own, shape),
+            query_group_sizes=group_sizes(batch.groups) if request.use_groups else None,
+        )
+
+
+def _row_sq(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    return np.einsum("ij,ij->i", x, x)
+
+
+def _union_pairs(n: int, *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.unique(np.concatenate([q * n + x for q, x in pairs] + [np.zeros(0, dtype=np.int64)]))
+    return keys // n, keys % n
+
+
+def _top_pairs(pq: np.ndarray, px: np.ndarray, y: np.ndarray, b: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """The m best (query, row) pairs of each query by y (duplicates collapsed)."""
+    n_key = int(px.max(initial=0)) + 1
+    key, first = np.unique(pq * n_key + px, return_index=True)
+    pq, px, y = pq[first], px[first], y[first]
+    order = np.lexsort((px, -y, pq))
+    pq, px = pq[order], px[order]
+    counts = np.bincount(pq, minlength=b)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(pq)) - starts[pq]
+    return pq[rank < m], px[rank < m]
 
 
 @dataclass(frozen=True)
@@ -506,10 +577,6 @@ def _keep_smallest(values: np.ndarray, rows: np.ndarray, n: int) -> tuple[np.nda
         return values, rows
     pick = np.argpartition(values, n - 1, axis=1)[:, :n]
     return np.take_along_axis(values, pick, axis=1), np.take_along_axis(rows, pick, axis=1)
-
-
-def _is_excluded(excluded: sparse.csr_matrix, q: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return np.asarray(excluded[q, x]).ravel() > 0
 
 
 def _cut(top: Neighbours, k: int) -> Neighbours:
