@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.datasets import DatasetSpec
+from assets.features import feature_assets
 from assets.ingest import ingest_assets
 from assets.preprocess import preprocess_assets
 from assets.splits import split_assets
@@ -17,4 +18,5 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *vocabulary_assets(spec),
         *preprocess_assets(spec),
         *split_assets(spec),
+        *feature_assets(spec),
     ]

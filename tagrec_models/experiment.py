@@ -1,0 +1,142 @@
+"""Training and evaluating a registered recommender the way every paper table needs it.
+
+``train_model``: choose hyper-parameters on VALIDATION (``selection.grid_search``; the grid is
+the model's ``paper_grid`` for full runs, or none for quick ones, where the paper defaults
+stand), then fit once per seed and save each fit. ``evaluate_model``: load each seed's fit and
+score the test posts in both of paper 1's scenarios (all posts, new images), one row per
+(seed, scenario, k). Test posts are never seen by ``train_model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tagrec_models.artifacts import ArrayFile, TrainedModel
+from tagrec_models.bundle import SplitBundle, align_rows
+from tagrec_models.data import SideInfo, TrainingData, group_matrix
+from tagrec_models.evaluation.selection import SCENARIOS, evaluate_scenarios, grid_search
+from tagrec_models.recommenders.base import Recommender
+from tagrec_models.recommenders.registry import get_recommender
+
+Log = Callable[[str], None]
+
+# SideInfo feature name -> the array asset that provides it.
+FEATURE_SOURCES = {"ch64": "ch64", "cm225": "cm225", "cnn": "cnn_embedding", "vlad": "vlad"}
+
+
+def side_info(
+    bundle: SplitBundle,
+    arrays: Mapping[str, ArrayFile],
+    patches: ArrayFile | None = None,
+    photo_groups: pd.DataFrame | None = None,
+) -> SideInfo:
+    """Load the arrays a model needs, aligned to the bundle's image order by photo id."""
+    features = {
+        name: np.ascontiguousarray(align_rows(handle.load(mmap=True), handle.photo_ids, bundle.vocab, name),
+                                   dtype=np.float32)
+        for name, handle in arrays.items()
+    }
+    patch_array = None
+    if patches is not None:
+        patch_array = np.ascontiguousarray(
+            align_rows(patches.load(mmap=True), patches.photo_ids, bundle.vocab, "patches")
+        )
+    groups = None
+    if photo_groups is not None:
+        groups, _ = group_matrix(photo_groups, bundle.vocab)
+    return SideInfo(features=features, patches=patch_array, image_groups=groups)
+
+
+def model_grid(model_cls: type[Recommender], grid: str) -> dict[str, list]:
+    """``paper``: the model's own search ranges (``Config.paper_grid``); ``quick``: none."""
+    if grid == "quick":
+        return {}
+    if grid == "paper":
+        return dict(getattr(model_cls.Config, "paper_grid", {}) or {})
+    raise ValueError(f"grid must be 'quick' or 'paper', got {grid!r}")
+
+
+def train_model(
+    name: str,
+    dataset: str,
+    data: TrainingData,
+    out_dir: str | Path,
+    seeds: Sequence[int] = (0, 1, 2),
+    grid: str = "quick",
+    overrides: Mapping[str, Any] | None = None,
+    metric: str = "f1@5",
+    log: Log | None = None,
+) -> TrainedModel:
+    say = log or (lambda message: None)
+    if not seeds:
+        raise ValueError("train_model needs at least one seed")
+    model_cls = get_recommender(name)
+    fields = {f.name for f in dataclasses.fields(model_cls.Config)}
+    unknown = sorted(set(overrides or {}) - fields)
+    if unknown:
+        raise ValueError(f"{name}: unknown config field(s) {unknown}; fields: {sorted(fields)}")
+    config = model_cls.Config(**{**dataclasses.asdict(model_cls.Config()), **(overrides or {}),
+                                 "seed": int(seeds[0])})
+    search = model_grid(model_cls, grid)
+    validation: list[dict[str, Any]] = []
+    if search and data.val is not None and data.val.n_posts:
+        say(f"{name}: grid search on validation over {search}")
+        config, table = grid_search(model_cls, config, search, data, metric=metric, log=say)
+        validation = table.sort_values("best", ascending=False).to_dict("records")
+    out_dir = Path(out_dir)
+    paths: dict[int, str] = {}
+    seconds: dict[int, float] = {}
+    for seed in seeds:
+        say(f"{name}: fitting seed {seed}")
+        started = time.perf_counter()
+        model = model_cls(dataclasses.replace(config, seed=int(seed))).fit(data)
+        seconds[int(seed)] = time.perf_counter() - started
+        paths[int(seed)] = str(model.save(out_dir / f"{name}.seed{seed}.model"))
+    return TrainedModel(
+        name=name,
+        dataset=dataset,
+        config=dataclasses.asdict(config),
+        model_paths=paths,
+        train_seconds=seconds,
+        validation=validation,
+        features=tuple(model_cls.needs),
+    )
+
+
+def evaluate_model(
+    trained: TrainedModel,
+    bundle: SplitBundle,
+    side: SideInfo,
+    k_max: int = 10,
+    scenarios: Sequence[str] = SCENARIOS,
+) -> pd.DataFrame:
+    """One row per (seed, scenario, k): P/R/F1@k, mean per-post F1, NDCG, MAP, ``n_posts``,
+    ``fit_seconds`` and ``score_seconds``."""
+    frames = []
+    for seed, path in sorted(trained.model_paths.items()):
+        model = Recommender.load(path)
+        started = time.perf_counter()
+        results = evaluate_scenarios(model, bundle.test, bundle.train, side, k_max, scenarios)
+        score_seconds = time.perf_counter() - started
+        for scenario, result in results.items():
+            if result is None:
+                continue
+            frame = result.to_frame()
+            frame.insert(0, "scenario", scenario)
+            frame.insert(0, "seed", seed)
+            frame["n_posts"] = result.n_posts
+            frame["fit_seconds"] = trained.train_seconds[seed]
+            frame["score_seconds"] = score_seconds
+            frames.append(frame)
+    if not frames:
+        raise ValueError(f"{trained.name}: no test post with a true tag in any scenario")
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "method", trained.name)
+    return out
+
