@@ -50,6 +50,22 @@ def test_top_k_orders_by_score_and_breaks_ties_towards_the_lower_index():
     assert top_k(SCORES, 10).shape == (3, 4)
 
 
+def test_top_k_equals_a_full_stable_sort_on_tie_heavy_scores():
+    # top_k only sorts each row's k best (partition first); it must pick exactly what a full
+    # stable sort picks, including which of several tied scores at the k-th place survive.
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n_rows, n_cols = int(rng.integers(1, 12)), int(rng.integers(2, 12))
+        scores = rng.integers(0, 3, size=(n_rows, n_cols)).astype(np.float32)  # many ties
+        if trial % 4 == 0:
+            scores = rng.random((n_rows, n_cols))
+        if trial % 7 == 0:
+            scores[0] = -np.inf
+        for k in range(1, n_cols + 2):
+            expected = np.argsort(-scores, axis=1, kind="stable")[:, : min(k, n_cols)]
+            np.testing.assert_array_equal(top_k(scores, k), expected)
+
+
 def test_top_k_handles_unsigned_and_boolean_scores():
     # Negating uint8 wraps (0 -> 0 becomes the "best"); a boolean cannot be negated at all.
     np.testing.assert_array_equal(top_k(np.array([[0, 3, 2]], dtype=np.uint8), 2), [[1, 2]])

@@ -30,9 +30,25 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
         scores = scores.astype(np.float64)
     if np.isnan(scores).any():
         raise ValueError("scores contain NaN: a ranking of them is undefined")
-    k = min(k, scores.shape[1])
-    # A stable sort on the negated scores keeps equal scores in index order.
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k == n_cols or n_rows == 0:
+        # A stable sort on the negated scores keeps equal scores in index order.
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    # Only the k best of each row are needed: find each row's k-th largest value v in linear
+    # time, keep every score above v and the first (by index) of the scores equal to v until k
+    # are kept, then sort those k. Same result as the full stable sort, several times faster.
+    kth = np.partition(scores, n_cols - k, axis=1)[:, n_cols - k : n_cols - k + 1]
+    above = scores > kth
+    equal = scores == kth
+    room = k - above.sum(axis=1, keepdims=True)
+    if np.array_equal(equal.sum(axis=1, keepdims=True), room):
+        keep = above | equal  # no surplus tie at the k-th value (the usual case)
+    else:
+        keep = above | (equal & (np.cumsum(equal, axis=1) <= room))
+    columns = np.nonzero(keep)[1].reshape(n_rows, k)  # ascending index within each row
+    order = np.argsort(-np.take_along_axis(scores, columns, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(columns, order, axis=1)
 
 
 def _hits(scores: np.ndarray, truth: sparse.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -92,7 +108,7 @@ def metrics_at_k(scores: np.ndarray, truth: sparse.csr_matrix, k_max: int = 10) 
       min(|T_p|, K) hits (paper 2, section 5.3).
     * MAP@K: AP@K = sum_i Prec@i * rel_i / min(|T_p|, K), averaged over posts.
     """
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)  # top_k ranks any float dtype as is (no float64 copy)
     rel, n_true = _hits(scores, truth, k_max)
     keep = n_true > 0
     rel, n_true = rel[keep], n_true[keep]
