@@ -7,6 +7,7 @@ import dagster as dg
 from assets.datasets import DatasetSpec
 from assets.features import feature_assets
 from assets.ingest import ingest_assets
+from assets.papers import paper_assets
 from assets.preprocess import preprocess_assets
 from assets.splits import split_assets
 from assets.vocabulary import vocabulary_assets
@@ -19,4 +20,5 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *preprocess_assets(spec),
         *split_assets(spec),
         *feature_assets(spec),
+        *paper_assets(spec),
     ]

@@ -1,0 +1,145 @@
+"""Results tables and plots in the shape of the papers' tables and figures.
+
+Input everywhere is the long ``runs`` frame of ``experiment.evaluate_model`` (one row per
+method, seed, scenario and k). Every table reports the mean over seeds and, for its headline
+column, the sample standard deviation (ddof=1), so close methods are not over-read.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
+            "label_precision", "label_recall", "label_f1", "n_plus")
+
+
+def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds per (method, scenario, k)."""
+    grouped = runs.groupby(["method", "scenario", "k"], sort=False)
+    measures = [m for m in (*MEASURES, "fit_seconds", "score_seconds") if m in runs.columns]
+    summary = grouped[measures].agg(["mean", "std"])
+    summary.columns = [f"{m}_{stat}" for m, stat in summary.columns]
+    summary["n_seeds"] = grouped["seed"].nunique()
+    summary["n_posts"] = grouped["n_posts"].first()
+    return summary.reset_index()
+
+
+def _at(summary: pd.DataFrame, k: int) -> pd.DataFrame:
+    return summary[summary["k"] == k].set_index(["method", "scenario"])
+
+
+def _order(frame: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
+    if methods:
+        rank = {m: i for i, m in enumerate(methods)}
+        frame = frame.assign(_r=frame["method"].map(rank)).sort_values(["scenario", "_r"]).drop(columns="_r")
+    return frame.reset_index(drop=True)
+
+
+def paper1_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k_max: int = 10) -> pd.DataFrame:
+    """Paper 1, Figures 3-4 as a table: F1@1..k_max (eq. 12) per method and scenario, with the
+    std of F1@5, P@5, R@5, the mean per-post F1@5 (separate column) and training time."""
+    summary = seed_summary(runs)
+    base = _at(summary, 5)
+    table = pd.DataFrame(index=base.index)
+    for k in range(1, k_max + 1):
+        table[f"f1@{k}"] = _at(summary, k)["f1_mean"]
+    table["f1@5_std"] = base["f1_std"]
+    table["p@5"] = base["precision_mean"]
+    table["r@5"] = base["recall_mean"]
+    table["mean_post_f1@5"] = base["mean_post_f1_mean"]
+    table["train_seconds"] = base["fit_seconds_mean"]
+    table["n_seeds"] = base["n_seeds"]
+    table["n_posts"] = base["n_posts"]
+    return _order(table.reset_index(), methods)
+
+
+def paper2_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k: int = 10) -> pd.DataFrame:
+    """Paper 2, section 5.3: NDCG@1..k, and P, R, F1, MAP at k recommended tags."""
+    summary = seed_summary(runs)
+    base = _at(summary, k)
+    table = pd.DataFrame(index=base.index)
+    for i in range(1, k + 1):
+        table[f"ndcg@{i}"] = _at(summary, i)["ndcg_mean"]
+    table[f"p@{k}"] = base["precision_mean"]
+    table[f"r@{k}"] = base["recall_mean"]
+    table[f"f1@{k}"] = base["f1_mean"]
+    table[f"map@{k}"] = base["map_mean"]
+    table[f"ndcg@{k}_std"] = base["ndcg_std"]
+    table["n_seeds"] = base["n_seeds"]
+    table["n_posts"] = base["n_posts"]
+    return _order(table.reset_index(), methods)
+
+
+def paper3_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k: int = 5) -> pd.DataFrame:
+    """Paper 3, Table 2 (AP, AR, AF per image at k = 5 tags, eqs. 9-11) beside the classic
+    Corel5k per-label P / R / F1 / N+ at the same k."""
+    base = _at(seed_summary(runs), k)
+    table = pd.DataFrame(index=base.index)
+    table["AP"] = base["precision_mean"]
+    table["AR"] = base["recall_mean"]
+    table["AF"] = base["f1_mean"]
+    table["AF_std"] = base["f1_std"]
+    table["label_P"] = base["label_precision_mean"]
+    table["label_R"] = base["label_recall_mean"]
+    table["label_F1"] = base["label_f1_mean"]
+    table["N+"] = base["n_plus_mean"]
+    table["train_seconds"] = base["fit_seconds_mean"]
+    table["n_seeds"] = base["n_seeds"]
+    table["n_posts"] = base["n_posts"]
+    return _order(table.reset_index(), methods)
+
+
+def curve_plot(runs: pd.DataFrame, measure: str, title: str, scenario: str = "all") -> bytes:
+    """PNG of ``measure`` against k, one line per method (the style of paper 1's Figures 3-4
+    and paper 2's NDCG curves); error bars are the std over seeds."""
+    summary = seed_summary(runs)
+    summary = summary[summary["scenario"] == scenario]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    markers = "os^vD<>pPX*h"
+    for i, (method, rows) in enumerate(summary.groupby("method", sort=False)):
+        ax.errorbar(rows["k"], rows[f"{measure}_mean"], yerr=rows[f"{measure}_std"].fillna(0.0),
+                    label=method, marker=markers[i % len(markers)], markersize=4, capsize=2, linewidth=1.2)
+    ax.set_xlabel("k (number of recommended tags)")
+    ax.set_ylabel(measure.upper() if len(measure) <= 4 else measure)
+    ax.set_title(title)
+    ax.set_xticks(sorted(summary["k"].unique()))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def bar_plot(table: pd.DataFrame, x: str, ys: Sequence[str], title: str) -> bytes:
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
+    width = 0.8 / max(len(ys), 1)
+    positions = np.arange(len(table))
+    for i, column in enumerate(ys):
+        ax.bar(positions + i * width, table[column], width, label=column)
+    ax.set_xticks(positions + width * (len(ys) - 1) / 2)
+    ax.set_xticklabels(table[x], rotation=30, ha="right", fontsize=8)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def markdown_image(png: bytes, alt: str) -> str:
+    """A Markdown image with the PNG inline, which the Dagster UI renders in asset metadata."""
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
