@@ -49,11 +49,18 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``"auto"``: CUDA when present, else CPU; otherwise the named device."""
+def pick_device(name: str = "auto", fallback: bool = False) -> torch.device:
+    """``"auto"``: CUDA when present, else CPU; otherwise the named device. Asking for CUDA
+    where there is none is an error, unless ``fallback`` (used when loading a model trained on
+    a GPU on a machine without one: the weights are stored on the CPU anyway)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        if fallback:
+            return torch.device("cpu")
+        raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+    return device
 
 
 @dataclass(frozen=True)
@@ -171,13 +178,14 @@ class TorchRecommender(Recommender):
             started = time.perf_counter()
             network.train()
             order = torch.randperm(n_items, generator=generator)
-            total = 0.0
+            total_t = torch.zeros((), device=self.device)
             for start in range(0, n_items, config.batch_size):
                 loss = self._batch_loss(network, order[start : start + config.batch_size], generator)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach())
+                total_t += loss.detach()  # summed on the device: no sync per step on a GPU
+            total = float(total_t)
             if not np.isfinite(total):
                 raise FloatingPointError(
                     f"{self.name}: training loss became {total} in epoch {epoch}; "
@@ -244,7 +252,7 @@ class TorchRecommender(Recommender):
         self.log = None
         for key, value in state["extras"].items():
             setattr(self, key, value)
-        self.device = pick_device(self.config.device)
+        self.device = pick_device(self.config.device, fallback=True)
         network = self._network_from_args(self._build_args)
         network.load_state_dict(state["network"])
         self.network = network.to(self.device).eval()
