@@ -139,6 +139,9 @@ class FactorisationRecommender(TorchRecommender):
     def _network_from_args(self, build_args: dict[str, Any]) -> nn.Module:
         return self._network(**build_args)
 
+    def _after_training(self, data: TrainingData) -> None:
+        self._sampler = None  # training triples are not part of the fitted model
+
     def _optimizer(self, network: nn.Module) -> torch.optim.Optimizer:
         # Plain SGD as in LearnBPR; sparse embedding gradients touch only the rows in the batch.
         return torch.optim.SGD(network.parameters(), lr=self.config.learning_rate)
