@@ -43,8 +43,9 @@ The dense and blocked back ends rank candidates by screened (float32 product) sc
 the top (m + margin) of each query and recompute their distances, similarities and scores
 exactly (float64 differences) with the code the index back end uses too; the margin of
 extra candidates keeps float32 rounding in the screen from changing the result.
-``brute_force_neighbours`` is the plain one-query-at-a-time NumPy
-reference the tests and the benchmark compare against.
+
+``brute_force_neighbours`` is the plain one-query-at-a-time NumPy reference the tests
+compare against.
 """
 
 from __future__ import annotations
