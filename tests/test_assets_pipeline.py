@@ -33,9 +33,10 @@ def resources(home: Path) -> dict:
 
 
 def materialize_group(spec, home: Path, run_config: dict | None = None, raise_on_error=True):
+    """Everything up to and including the splits (features and models have their own tests)."""
     return dg.materialize(
         dataset_assets(spec),
-        selection=dg.AssetSelection.groups(spec.name),
+        selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "train"])).upstream(),
         resources=resources(home),
         run_config=run_config or {},
         raise_on_error=raise_on_error,
