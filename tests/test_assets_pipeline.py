@@ -36,7 +36,7 @@ def materialize_group(spec, home: Path, run_config: dict | None = None, raise_on
     """Everything up to and including the splits (features and models have their own tests)."""
     return dg.materialize(
         dataset_assets(spec),
-        selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "train"])).upstream(),
+        selection=dg.AssetSelection.assets(dg.AssetKey([spec.name, "train"])).upstream().required_multi_asset_neighbors(),
         resources=resources(home),
         run_config=run_config or {},
         raise_on_error=raise_on_error,
