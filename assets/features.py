@@ -21,6 +21,7 @@ from assets.resources import DataHomeResource
 from tagrec_models.artifacts import ArrayFile
 from tagrec_models.bundle import build_bundle
 from tagrec_models.features.device import DeviceConfig
+from tagrec_models.features.images import LoadConfig
 from tagrec_models.features.extraction import (
     DEFAULT_STAGES,
     ExtractionConfig,
@@ -49,6 +50,7 @@ class FeatureSettings(dg.Config):
     stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), description="Conv stages whose local descriptors are kept (paper 2 picks one by validation MAP).")
     grid: int = Field(default=7, description="Each stage's map is average-pooled to at most grid x grid positions.")
     patch_size: int = Field(default=75, description="Patch side d: 75 (NUS-WIDE recipe) or 50 (Flickr-PTR recipe).")
+    max_side: int = Field(default=320, description="Images are decoded and downscaled so the longer side is at most this before every feature (CNN input 224, patches 75, colour statistics); bounds the cost of the few huge drawings. 0: full size.")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
     batch_size: Optional[int] = Field(default=None, description="None: 256 on CUDA, 32 on CPU.")
 
@@ -115,6 +117,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             grid=config.grid,
             patch_sizes=(config.patch_size,),
             device=DeviceConfig(device=config.device, batch_size=config.batch_size),
+            load=LoadConfig(max_side=config.max_side),
         )
         result = extract_features(paths, out_dir, extraction, log=progress(context))
         broken = result.index[result.index["status"] == "broken"]

@@ -19,7 +19,7 @@ from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import TrainedModel
 from tagrec_models.bundle import build_bundle
-from tagrec_models.experiment import FEATURE_SOURCES, evaluate_model, side_info, train_model
+from tagrec_models.experiment import FEATURE_SOURCES, ccs_runs, evaluate_model, side_info, train_model
 from tagrec_models.recommenders.registry import get_recommender
 
 
@@ -148,3 +148,39 @@ def results_asset(
         return dg.Output(table, metadata=metadata)
 
     return results
+
+
+def ccs_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
+    needs = sorted({n for m in methods for n in _needs(m)})
+
+    @dg.asset(
+        key=key(spec, "paper3_ccs"),
+        group_name=spec.name,
+        ins={**_split_ins(spec), **_side_ins(spec, needs),
+             **{f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}},
+        description=(
+            "Paper 3's Table 1: the cross-modal correlation score CCS@1..20, the running sum of "
+            "the canonical correlations of test images and their annotations in each model's "
+            "common space (pairs in the order the model ranked them on training data), for "
+            "CCA, KCCA and DCCA; mean over seeds."
+        ),
+        metadata={"results_table": "paper3_ccs"},
+        kinds={"duckdb", "pandas"},
+    )
+    def paper3_ccs(context: dg.AssetExecutionContext, **inputs):
+        bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
+        side = _side(bundle, inputs)
+        runs = pd.concat([ccs_runs(inputs[f"model_{m}"], bundle, side) for m in methods], ignore_index=True)
+        summary = runs.groupby(["method", "k"], sort=False)["ccs"].agg(["mean", "std"]).reset_index()
+        table = summary.pivot(index="method", columns="k", values="mean")
+        table.columns = [f"ccs@{k}" for k in table.columns]
+        table = table.reindex(list(methods)).reset_index()
+        table["ccs@20_std"] = summary[summary["k"] == summary["k"].max()].set_index("method")["std"].reindex(list(methods)).to_numpy()
+        png = reporting.curve_plot(
+            runs.assign(scenario="all", n_posts=bundle.test.n_posts),
+            "ccs", f"CCS@k ({spec.name})")
+        shown = table[["method", "ccs@1", "ccs@5", "ccs@10", *( ["ccs@20"] if "ccs@20" in table else []), "ccs@20_std"]]
+        return dg.Output(table, metadata={"table": md_table(shown),
+                                          "plot": dg.MetadataValue.md(reporting.markdown_image(png, "CCS@k"))})
+
+    return paper3_ccs

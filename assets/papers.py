@@ -10,7 +10,7 @@ from functools import partial
 import dagster as dg
 
 from assets.datasets import DatasetSpec
-from assets.models import model_asset, results_asset
+from assets.models import ccs_asset, model_asset, results_asset
 from tagrec_models import reporting
 
 PAPER1 = ("mp", "mp_u", "pitf", "fm", "cnn", "ch_bpmll", "cm55_bpmll", "ch_permlp",
@@ -18,6 +18,7 @@ PAPER1 = ("mp", "mp_u", "pitf", "fm", "cnn", "ch_bpmll", "cm55_bpmll", "ch_perml
 PAPER2 = ("ug_nw", "ug_nonw", "noug_nw", "noug_nonw", "knn_voting", "personal_knn", "mp_u")
 PAPER2_WITHOUT_GROUPS = ("noug_nw", "noug_nonw", "knn_voting")
 PAPER3 = ("cca", "kcca", "dcca", "jec", "cca_knn", "tagprop", "mp")
+PAPER3_CCS = ("cca", "kcca", "dcca")
 
 PAPER_NAMES = {
     "paper1": "Paper 1 (Nguyen et al., CNN-PerMLP)",
@@ -63,4 +64,5 @@ def paper_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         "per-label P / R / F1 / N+, for CCA, KCCA, DCCA, JEC, the CCA-based hybrid and "
         "TagProp (beyond the paper).",
     ))
+    out.append(ccs_asset(spec, PAPER3_CCS))
     return out

@@ -152,3 +152,20 @@ def evaluate_model(
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "method", trained.name)
     return out
+
+
+def ccs_runs(trained: TrainedModel, bundle: SplitBundle, side: SideInfo, top: int = 20) -> pd.DataFrame:
+    """Paper 3's Table 1 for one method: CCS@1..top (the running sum of the held-out
+    canonical correlations, ``crossmodal.ccs``) of the test posts projected into each seed's
+    common space. One row per (seed, k)."""
+    from tagrec_models.crossmodal.ccs import ccs_curve
+
+    rows = []
+    for seed, path in sorted(trained.model_paths.items()):
+        model = Recommender.load(path)
+        if not hasattr(model, "common_space"):
+            raise TypeError(f"{trained.name} has no common space: CCS applies to CCA, KCCA and DCCA")
+        images, annotations = model.common_space(bundle.test, side)
+        for k, value in enumerate(ccs_curve(images, annotations, top=top), start=1):
+            rows.append({"method": trained.name, "seed": seed, "k": k, "ccs": float(value)})
+    return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
-            "label_precision", "label_recall", "label_f1", "n_plus")
+            "label_precision", "label_recall", "label_f1", "n_plus", "ccs")
 
 
 def seed_summary(runs: pd.DataFrame) -> pd.DataFrame:
