@@ -25,9 +25,8 @@ choosing them on validation); ``common_space`` gives both views of held-out post
 
 from __future__ import annotations
 
-import copy
 from abc import abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Self
 
 import numpy as np
@@ -36,6 +35,7 @@ from scipy import sparse
 from tagrec_models.crossmodal._torch import quiet
 from tagrec_models.crossmodal.autoencoder import AutoencoderConfig
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures, DMFRConfig, fingerprint
+from tagrec_models.crossmodal.retune import Retunable, prior_correction
 from tagrec_models.crossmodal.skipgram import SkipGramConfig
 from tagrec_models.crossmodal.textual_words import TextualWordsConfig
 from tagrec_models.crossmodal.transfer import cosine_similarity, label_transfer
@@ -43,7 +43,6 @@ from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 
 Match = Literal["semantic", "visual", "both"]
-SCORING_FIELDS = frozenset({"match", "n_dims", "corr_power", "k", "temperature", "rare_power", "rare_smoothing"})
 
 
 @dataclass(frozen=True)
@@ -122,8 +121,10 @@ class DMFRFields(CommonSpaceConfig):
         )
 
 
-class CommonSpaceRecommender(Recommender):
+class CommonSpaceRecommender(Retunable, Recommender):
     """Base of the CCA-family recommenders: subclasses learn the two projections."""
+
+    scoring_fields = frozenset({"match", "n_dims", "corr_power", "k", "temperature", "rare_power", "rare_smoothing"})
 
     Config: ClassVar[type[RecommenderConfig]] = CommonSpaceConfig
     needs: ClassVar[tuple[str, ...]] = ("cnn",)
@@ -235,23 +236,11 @@ class CommonSpaceRecommender(Recommender):
         else:
             raise ValueError(f"match must be 'semantic', 'visual' or 'both', got {cfg.match!r}")
         scores = label_transfer(sim, self.ref_tags, cfg.k, cfg.temperature)
-        if cfg.rare_power:
-            scores = scores / np.power(self.tag_counts + cfg.rare_smoothing, cfg.rare_power)
+        scores = prior_correction(scores, self.tag_counts, cfg.rare_power, cfg.rare_smoothing)
         # Tags no neighbour carries keep a tiny popularity order instead of index order.
         return scores + 1e-9 * self.tag_counts / max(self.tag_counts.max(), 1.0)
 
     # -- extras ---------------------------------------------------------------------------------
-    def retune(self, **fields: Any) -> Self:
-        """A copy of this fitted model with new scoring knobs (``match``, ``n_dims``,
-        ``corr_power``, ``k``, ``temperature``, ``rare_power``, ``rare_smoothing``); the learnt
-        space is shared, so choosing them on validation costs no refit."""
-        bad = set(fields) - SCORING_FIELDS
-        if bad:
-            raise ValueError(f"retune only changes {sorted(SCORING_FIELDS)}; got {sorted(bad)}")
-        clone = copy.copy(self)
-        clone.config = replace(self.config, **fields)
-        return clone
-
     def common_space(self, posts: Posts, side: SideInfo) -> tuple[np.ndarray, np.ndarray]:
         """Both views of ``posts`` in the common space (unscaled canonical variates, model order):
         ``(images, annotations)``, each ``[n_posts, n_dims]``; the input of ``ccs.ccs_curve``."""

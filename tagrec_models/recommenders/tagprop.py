@@ -22,7 +22,8 @@ Adam in torch. Choice: ``positive_weight`` sets c_iw for positive labels relativ
 a value); it is a config field chosen on validation.
 
 Recommend: a new image's K nearest training images are found by the same summed distance, and
-its tag scores are ``p(y_w = 1)``. Base distances come from ``crossmodal.distances``
+its tag scores are ``p(y_w = 1)`` (optionally divided by a power of the tag's training count,
+``rare_power``, for the per-label table; see ``crossmodal.retune.prior_correction``). Base distances come from ``crossmodal.distances``
 (default: ``cosine`` and ``l1`` on the CNN embedding; every distance of ``distances`` is applied
 to every feature of ``features``). Not personalised: a cold-start user (-1)
 gets the same scores as anyone.
@@ -39,6 +40,7 @@ from scipy import sparse
 
 from tagrec_models.crossmodal._torch import cpu_state, pick_device, quiet
 from tagrec_models.crossmodal.distances import DISTANCES, base_distance
+from tagrec_models.crossmodal.retune import Retunable, prior_correction
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 from tagrec_models.recommenders.registry import register
@@ -64,6 +66,9 @@ class TagPropConfig(RecommenderConfig):
     steps: int = 300
     """Full-batch Adam steps."""
     lr: float = 0.05
+    rare_power: float = 0.0
+    """Scoring only: divide p(y_w) by (count_w + rare_smoothing) ** rare_power (0 = off)."""
+    rare_smoothing: float = 5.0
     chunk: int = 512
     """Query rows per chunk of the distance computation (bounds memory)."""
     device: str = "auto"
@@ -79,8 +84,9 @@ class _TagPropParams(torch.nn.Module):
 
 
 @register
-class TagProp(Recommender):
+class TagProp(Retunable, Recommender):
     name = "tagprop"
+    scoring_fields = frozenset({"rare_power", "rare_smoothing"})
     Config = TagPropConfig
     needs = ("cnn",)
     personalised = False
@@ -210,7 +216,8 @@ class TagProp(Recommender):
         neighbours, dist = self._distances(query, exclude_self=False)
         with torch.no_grad():
             p = self._prob(self.params, torch.from_numpy(dist), self._pairs(neighbours))
-        return p.numpy()
+        counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
+        return prior_correction(p.numpy().astype(np.float64), counts, self.config.rare_power, self.config.rare_smoothing)
 
     def _state(self) -> dict[str, Any]:
         return {

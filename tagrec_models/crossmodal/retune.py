@@ -1,0 +1,43 @@
+"""Changing scoring-only knobs of a fitted recommender without refitting it.
+
+Hyper-parameters are chosen on validation (DESIGN.md, "Evaluation protocol"); many of them
+(neighbour counts, temperatures, a prior correction) only affect ``score``, so refitting a model
+per grid point would waste the training. ``Retunable.retune(**fields)`` returns a shallow copy
+that shares the fitted state and carries a config with the new values; only the fields a model
+lists in ``scoring_fields`` may change (anything else would need a refit, and says so).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+
+class Retunable:
+    scoring_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def retune(self, **fields: Any) -> Self:
+        bad = set(fields) - self.scoring_fields
+        if bad:
+            raise ValueError(
+                f"retune only changes {sorted(self.scoring_fields)} without a refit; got {sorted(bad)}"
+            )
+        clone = copy.copy(self)
+        clone.config = replace(self.config, **fields)
+        return clone
+
+
+def prior_correction(scores: np.ndarray, counts: np.ndarray, power: float, smoothing: float) -> np.ndarray:
+    """``scores / (count + smoothing) ** power``: with power > 0 rare tags move up each ranking.
+
+    The per-label Corel5k metrics (P/R/N+ averaged over labels) reward recommending rare labels,
+    the per-image ones (AP/AR/AF) reward frequent ones; a model chosen for one table uses the
+    power chosen on validation for that table (0 = no correction)."""
+    if power == 0:
+        return scores
+    if smoothing < 0 or (smoothing == 0 and (counts <= 0).any()):
+        raise ValueError(f"rare_smoothing must be > 0 when a tag can have count 0, got {smoothing}")
+    return scores / np.power(np.asarray(counts, dtype=np.float64) + smoothing, power)
