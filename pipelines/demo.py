@@ -10,6 +10,7 @@ searches each model's paper grid on validation and uses 5 seeds (the full paper 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -18,12 +19,17 @@ import pandas as pd
 
 from pipelines.definitions import defs
 from tagrec_models.paths import DataHome
+from tagrec_models.recommenders.registry import get_recommender
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
 PROFILES = {
     "quick": {"grid": "quick", "seeds": [0, 1, 2]},
     "full": {"grid": "paper", "seeds": [0, 1, 2, 3, 4]},
 }
+# The quick profile caps training epochs so that the demo fits in about 20 minutes on two
+# cores; early stopping on validation still applies below the cap. ``full`` leaves the
+# models' own (paper) epoch budgets.
+QUICK_EPOCH_CAPS = {"max_epochs": 12, "dcca_epochs": 40, "ae_epochs": 30}
 SUMMARY_COLUMNS = {
     "paper1_results": ["method", "scenario", "f1@1", "f1@3", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5", "train_seconds"],
     "paper2_results": ["method", "scenario", "ndcg@1", "ndcg@5", "ndcg@10", "p@10", "r@10", "f1@10", "map@10"],
@@ -33,11 +39,17 @@ SUMMARY_COLUMNS = {
 
 def run_config(job: dg.JobDefinition, profile: str) -> dict:
     """Model settings for every model asset of the job."""
-    settings = PROFILES[profile]
     ops = {}
     for node in job.graph.node_dict:
-        if "__model_" in node:
-            ops[node] = {"config": dict(settings)}
+        if "__model_" not in node:
+            continue
+        settings = dict(PROFILES[profile])
+        if profile == "quick":
+            fields = {f.name: f.default for f in dataclasses.fields(get_recommender(node.split("__model_", 1)[1]).Config)}
+            settings["overrides"] = {
+                name: min(cap, fields[name]) for name, cap in QUICK_EPOCH_CAPS.items() if name in fields
+            }
+        ops[node] = {"config": settings}
     return {"ops": ops}
 
 
