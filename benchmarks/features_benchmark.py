@@ -18,7 +18,9 @@ Measured, in this order, on the first ``--n`` Corel5k images (sorted paths):
    contiguous memory format (no channels_last), forward, embedding to the host; ``np.save`` at
    the end. On ``--naive-n`` images.
 
-The ratio end-to-end / bare says how well decoding hides behind compute (issue 3 asks for at
+Each round runs 1-4 in turn; with ``--rounds R`` the medians over rounds are reported (the
+CPU of a shared machine is loaded differently from minute to minute). The ratio end-to-end /
+bare says how well decoding hides behind compute (issue 3 asks for at
 least 0.8). On CUDA (``--device cuda --batch-size 256``) the forward runs under bfloat16
 autocast with channels_last; the bare figure is the model's throughput (the issue's aim:
 above 5,000 images/s for EfficientNet-Lite0 at 224 px on an H100).
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--naive-n", type=int, default=None, help="images for the naive loop (default 64 on CPU, 512 on CUDA)")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--skip-full", action="store_true", help="skip the full pass (low-level features and patches)")
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved repetitions; medians are reported")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -150,32 +153,46 @@ def main(argv: list[str] | None = None) -> None:
     stages = DEFAULT_STAGES
     cnn_config = ExtractionConfig(image_size=args.image_size, stages=stages, lowlevel=False, patch_sizes=(), device=device_config)
     full_config = ExtractionConfig(image_size=args.image_size, stages=stages, device=device_config)
-    figures: dict[str, dict] = {}
+    rounds: list[dict[str, dict]] = []
     with tempfile.TemporaryDirectory(prefix="features_benchmark_") as tmp:
         tmp_dir = Path(tmp)
-        figures["bare_forward"] = bare_forward(paths, device_config, stages, args.image_size)
-        figures["end_to_end_cnn"] = end_to_end(paths, cnn_config, tmp_dir / "cnn")
-        if not args.skip_full:
-            figures["end_to_end_full"] = end_to_end(paths, full_config, tmp_dir / "full")
-        figures["naive_loop"] = naive_loop(paths[:naive_n], runtime.device, args.image_size, tmp_dir)
-        figures["bare_forward_again"] = bare_forward(paths, device_config, stages, args.image_size)
+        for r in range(args.rounds):
+            # Interleaved rounds: on a shared machine the load changes over minutes, and each
+            # round measures all variants under about the same load.
+            row = {"bare_forward": bare_forward(paths, device_config, stages, args.image_size)}
+            row["end_to_end_cnn"] = end_to_end(paths, cnn_config, tmp_dir / f"cnn{r}")
+            if not args.skip_full:
+                row["end_to_end_full"] = end_to_end(paths, full_config, tmp_dir / f"full{r}")
+            row["naive_loop"] = naive_loop(paths[:naive_n], runtime.device, args.image_size, tmp_dir)
+            rounds.append(row)
+            print(f"round {r + 1}: " + ", ".join(f"{k} {v['images_per_second']:.1f}/s" for k, v in row.items()), flush=True)
     load_after = os.getloadavg()
 
-    bare = 0.5 * (figures["bare_forward"]["images_per_second"] + figures["bare_forward_again"]["images_per_second"])
+    def median(name: str, key: str = "images_per_second") -> float:
+        return float(np.median([row[name][key] for row in rounds]))
+
+    def ratio(name: str, over: str) -> float:
+        return float(np.median([row[name]["images_per_second"] / row[over]["images_per_second"] for row in rounds]))
+
     print()
-    print(f"{'measurement':<28}{'images':>8}{'seconds':>10}{'images/s':>11}{'vs bare':>9}")
-    for name, row in figures.items():
-        print(f"{name:<28}{row['images']:>8}{row['seconds']:>10.2f}{row['images_per_second']:>11.1f}{row['images_per_second'] / bare:>9.2f}")
-    e2e = figures["end_to_end_cnn"]["images_per_second"]
+    print(f"medians over {len(rounds)} round(s)")
+    print(f"{'measurement':<24}{'images':>8}{'seconds':>10}{'images/s':>11}{'vs bare':>9}")
+    for name in rounds[0]:
+        print(
+            f"{name:<24}{rounds[0][name]['images']:>8}{median(name, 'seconds'):>10.2f}"
+            f"{median(name):>11.1f}{ratio(name, 'bare_forward'):>9.2f}"
+        )
     print()
-    print(f"bare forward (mean of the two runs): {bare:.1f} images/s ({runtime.precision}, batch {runtime.batch_size})")
-    print(f"end-to-end CNN pass / bare forward: {e2e / bare:.2f} (target >= 0.8)")
-    if "end_to_end_full" in figures:
-        print(f"end-to-end full pass / bare forward: {figures['end_to_end_full']['images_per_second'] / bare:.2f}")
-    print(f"end-to-end CNN pass / naive loop: {e2e / figures['naive_loop']['images_per_second']:.1f}x")
+    print(f"bare forward: {median('bare_forward'):.1f} images/s ({runtime.precision}, batch {runtime.batch_size})")
+    print(f"end-to-end CNN pass / bare forward: {ratio('end_to_end_cnn', 'bare_forward'):.2f} (target >= 0.8)")
+    if not args.skip_full:
+        print(f"end-to-end full pass / bare forward: {ratio('end_to_end_full', 'bare_forward'):.2f}")
+    print(f"end-to-end CNN pass / naive loop: {ratio('end_to_end_cnn', 'naive_loop'):.2f}x")
+    print(f"written by the CNN pass: {rounds[0]['end_to_end_cnn']['bytes_written'] / 2**20:.1f} MiB; statuses {rounds[0]['end_to_end_cnn']['status']}")
     print(f"load average after: {load_after[0]:.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"device": runtime.describe(), "load_before": load_before, "load_after": load_after, **figures}, indent=2, default=str))
+        summary = {"device": runtime.describe(), "load_before": load_before, "load_after": load_after, "rounds": rounds}
+        args.json.write_text(json.dumps(summary, indent=2, default=str))
 
 
 if __name__ == "__main__":

