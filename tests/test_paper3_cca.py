@@ -109,7 +109,7 @@ def test_kcca_finds_a_nonlinear_relation_linear_cca_misses():
     x = np.hstack([t, rng.normal(size=(500, 2))])
     y = np.hstack([t**2 + 0.05 * rng.normal(size=(500, 1)), rng.normal(size=(500, 1))])
     linear = LinearCCA(CCAConfig(reg_x=0, reg_y=0)).fit(x[:400], y[:400])
-    kernel = KernelCCA(KCCAConfig(n_components=2, n_landmarks=200, reg=0.01)).fit(x[:400], y[:400])
+    kernel = KernelCCA(KCCAConfig(n_components=2, n_landmarks=100, reg=0.01)).fit(x[:400], y[:400])
     held_lin = pairwise_correlations(linear.transform_x(x[400:]), linear.transform_y(y[400:]))[0]
     held_ker = pairwise_correlations(kernel.transform_x(x[400:]), kernel.transform_y(y[400:]))[0]
     assert abs(held_lin) < 0.3 < 0.8 < held_ker

@@ -23,7 +23,7 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 
 from tagrec_models.crossmodal.cca import CCAConfig, LinearCCA
-from tagrec_models.crossmodal.common_space import CommonSpaceConfig, CommonSpaceRecommender
+from tagrec_models.crossmodal.common_space import CommonSpaceConfig, CommonSpaceRecommender, Match
 from tagrec_models.crossmodal.dmfr import annotations_of
 from tagrec_models.crossmodal.skipgram import SkipGram, SkipGramConfig
 from tagrec_models.recommenders.registry import register
@@ -33,7 +33,7 @@ from tagrec_models.recommenders.registry import register
 class CCAKNNConfig(CommonSpaceConfig):
     """Views, CCA ridges and the label transfer (defaults: Murthy et al.'s visual-space KNN)."""
 
-    match: str = "visual"
+    match: Match = "visual"
     k: int = 50
     pca_dim: int | None = 512
     """PCA of the standardised CNN embedding before CCA (None = keep all dimensions)."""
