@@ -43,7 +43,9 @@ class DCCARecommenderConfig(DMFRFields):
     dcca_epochs: int = 100
     dcca_batch_size: int = 800
     dcca_lr: float = 1e-3
-    dcca_weight_decay: float = 1e-5
+    dcca_weight_decay: float = 1e-2
+    """Adam's L2 penalty: chosen on Corel5k validation (1e-5 overfits: training correlations of
+    0.96-0.99 with a held-out first pair near 0.1)."""
     patience: int = 10
     """Validation checks (every 2 epochs) without improvement before early stopping."""
 
