@@ -19,14 +19,15 @@ Training maximises the log-likelihood ``sum_iw c_iw log p(y_iw)`` of the trainin
 training image predicted from its neighbours *excluding itself* (leave-one-out), by full-batch
 Adam in torch. Choice: ``positive_weight`` sets c_iw for positive labels relative to negatives
 (1 = plain likelihood; TagProp mentions re-weighting against the label imbalance without fixing
-a value); it is a config field chosen on validation.
+a value); on Corel5k validation 1, 5 and 20 gave per-label F1 within 0.004 of each other.
 
 Recommend: a new image's K nearest training images are found by the same summed distance, and
-its tag scores are ``p(y_w = 1)`` (optionally divided by a power of the tag's training count,
-``rare_power``, for the per-label table; see ``crossmodal.retune.prior_correction``). Base distances come from ``crossmodal.distances``
-(default: ``cosine`` and ``l1`` on the CNN embedding; every distance of ``distances`` is applied
-to every feature of ``features``). Not personalised: a cold-start user (-1)
-gets the same scores as anyone.
+its tag scores are ``p(y_w = 1)``, optionally divided by a power of the tag's training count
+(``rare_power``, for the per-label table; see ``crossmodal.retune.prior_correction``). Base
+distances come from ``crossmodal.distances``; every distance of ``distances`` is applied to every
+feature of ``features``. Default: ``cosine`` and ``kl`` on the CNN embedding, the best pair on
+Corel5k validation (``kl`` reads the non-negative embedding as a histogram, as JEC does for
+colour). Not personalised: a cold-start user (-1) gets the same scores as anyone.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class TagPropConfig(RecommenderConfig):
 
     features: tuple[str, ...] = ("cnn",)
     """SideInfo features; every distance is applied to every feature."""
-    distances: tuple[str, ...] = ("cosine", "l1")
+    distances: tuple[str, ...] = ("cosine", "kl")
     """Base distances; with ``weighting='distance'`` one learnt weight per (feature, distance)."""
     k: int = 200
     """Neighbours (TagProp: 200)."""
