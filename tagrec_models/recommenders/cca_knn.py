@@ -34,6 +34,8 @@ class CCAKNNConfig(CommonSpaceConfig):
     """Views, CCA ridges and the label transfer (defaults: Murthy et al.'s visual-space KNN)."""
 
     match: Match = "visual"
+    corr_power: float = 4.0
+    """Gong et al. 2014's scaling, which Murthy et al. follow (Corel5k validation preferred 0)."""
     k: int = 50
     pca_dim: int | None = 512
     """PCA of the standardised CNN embedding before CCA (None = keep all dimensions)."""
