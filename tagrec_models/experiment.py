@@ -117,21 +117,28 @@ def evaluate_model(
     k_max: int = 10,
     scenarios: Sequence[str] = SCENARIOS,
     label_k: int = 5,
+    part: str = "test",
 ) -> pd.DataFrame:
     """One row per (seed, scenario, k): P/R/F1@k (paper 1 eq. 12; paper 3 eqs. 9-11), mean
     per-post F1, NDCG and MAP (paper 2, section 5.3), plus the per-label P/R/F1 and N+ at
     ``label_k`` tags (the Corel5k table; the same value on every k row of a scenario),
-    ``n_posts``, ``fit_seconds`` and ``score_seconds``. Each seed's model scores the test posts
-    once; scenarios are subsets of them."""
+    ``n_posts``, ``fit_seconds`` and ``score_seconds``. Each seed's model scores the posts of
+    ``part`` (``"test"``, or ``"val"`` to rank models without looking at test) once; scenarios
+    are subsets of them."""
+    if part not in ("test", "val"):
+        raise ValueError(f"part must be 'test' or 'val', got {part!r}")
+    posts = bundle.test if part == "test" else bundle.val
+    if posts.n_posts == 0:
+        raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
     frames = []
     for seed, path in sorted(trained.model_paths.items()):
         model = Recommender.load(path)
         started = time.perf_counter()
-        scores = model.score(bundle.test, side)
+        scores = model.score(posts, side)
         score_seconds = time.perf_counter() - started
         for scenario in scenarios:
-            rows = np.flatnonzero(scenario_mask(bundle.test, bundle.train, scenario))
-            truth = bundle.test.tags[rows]
+            rows = np.flatnonzero(scenario_mask(posts, bundle.train, scenario))
+            truth = posts.tags[rows]
             if truth.getnnz() == 0:
                 continue  # e.g. no test image is new: no number rather than an invented one
             frame = metrics_at_k(scores[rows], truth, k_max=k_max).to_frame()
@@ -148,7 +155,7 @@ def evaluate_model(
             frame["score_seconds"] = score_seconds
             frames.append(frame)
     if not frames:
-        raise ValueError(f"{trained.name}: no test post with a true tag in any scenario")
+        raise ValueError(f"{trained.name}: no {part} post with a true tag in any scenario")
     out = pd.concat(frames, ignore_index=True)
     out.insert(0, "method", trained.name)
     return out

@@ -1,0 +1,76 @@
+"""The cross-paper leaderboard: every method of the three papers (and the beyond-the-paper ones)
+on the same splits with the same metrics, which none of the papers does.
+
+Input is two long ``runs`` frames of ``experiment.evaluate_model``: one on the test posts and
+one on the validation posts. Each method gets one row: its validation F1@5 (the number a user
+may pick a model by without looking at test), then on test F1@1..10 (paper 1, eq. 12), P@5,
+R@5, NDCG@10 and MAP@10 (paper 2, section 5.3), the per-label F1 and N+ at 5 tags (the Corel5k
+table of paper 3) and F1@5 on new images only; every value is the mean over seeds, with the
+std of the test F1@5. Rows are ranked by test F1@5; ``chosen_on_validation`` marks the one
+method a practitioner would have deployed (best validation F1@5).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from tagrec_models.reporting import seed_summary
+
+RANK_METRIC = "f1@5"
+
+
+def _at(summary: pd.DataFrame, scenario: str, k: int) -> pd.DataFrame:
+    rows = summary[(summary["scenario"] == scenario) & (summary["k"] == k)]
+    return rows.set_index("method")
+
+
+def leaderboard_table(
+    test_runs: pd.DataFrame,
+    val_runs: pd.DataFrame,
+    papers: Mapping[str, Sequence[str]],
+    personalised: Mapping[str, bool],
+    k_max: int = 10,
+) -> pd.DataFrame:
+    """One row per method (see the module docstring); ``papers[method]`` names the paper
+    tables the method appears in, ``personalised[method]`` whether it reads the user."""
+    test = seed_summary(test_runs)
+    val = seed_summary(val_runs)
+    at5 = _at(test, "all", 5)
+    table = pd.DataFrame(index=at5.index)
+    table["papers"] = [", ".join(papers.get(m, ())) for m in table.index]
+    table["personalised"] = [bool(personalised.get(m, False)) for m in table.index]
+    table["val_f1@5"] = _at(val, "all", 5)["f1_mean"].reindex(table.index)
+    for k in range(1, k_max + 1):
+        table[f"f1@{k}"] = _at(test, "all", k)["f1_mean"].reindex(table.index)
+    table["f1@5_std"] = at5["f1_std"]
+    table["p@5"] = at5["precision_mean"]
+    table["r@5"] = at5["recall_mean"]
+    at_k_max = _at(test, "all", k_max)
+    table[f"ndcg@{k_max}"] = at_k_max["ndcg_mean"].reindex(table.index)
+    table[f"map@{k_max}"] = at_k_max["map_mean"].reindex(table.index)
+    table["label_f1@5"] = at5["label_f1_mean"]
+    table["n_plus@5"] = at5["n_plus_mean"]
+    new_images = _at(test, "new_images", 5)
+    table["f1@5_new_images"] = (new_images["f1_mean"].reindex(table.index)
+                                if not new_images.empty else float("nan"))
+    table["train_seconds"] = at5["fit_seconds_mean"]
+    table["n_seeds"] = at5["n_seeds"]
+    table["n_test_posts"] = at5["n_posts"]
+    table = table.reset_index().sort_values(RANK_METRIC, ascending=False, kind="stable")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    best_val = table["val_f1@5"].idxmax() if table["val_f1@5"].notna().any() else None
+    table["chosen_on_validation"] = table.index == best_val
+    return table.reset_index(drop=True)
+
+
+def best_on_validation(table: pd.DataFrame, personalised: bool | None = None) -> str:
+    """The method with the highest validation F1@5 (optionally only content-only ones, for a
+    user the models have never seen)."""
+    rows = table if personalised is None else table[table["personalised"] == personalised]
+    rows = rows[rows["val_f1@5"].notna()]
+    if rows.empty:
+        raise ValueError("no method in the leaderboard has a validation score"
+                         + ("" if personalised is None else f" among personalised={personalised}"))
+    return str(rows.loc[rows["val_f1@5"].idxmax(), "method"])
