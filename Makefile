@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow ui validate bench clean-data
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(VENV)/.installed
 ## test-slow: the long paths (full corpora, real training runs)
 test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
+
+## test-ui: the real-browser check of the Dagster UI (installs chromium; screenshot in .artifacts/)
+test-ui: $(VENV)/.installed wordnet
+	command -v chromium >/dev/null || sudo apt-get install -y --no-install-recommends chromium || apt-get install -y --no-install-recommends chromium
+	$(PY) -m pytest -q -m slow tests/test_ui_browser.py
 
 ## ui: the Dagster UI on the same data home (http://127.0.0.1:3000)
 ui: setup dagster-home

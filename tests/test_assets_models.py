@@ -54,3 +54,11 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
                 f"SELECT DISTINCT method FROM results.{table}_results WHERE dataset = 'openclipart'"
             ).fetchall()
             assert {r[0] for r in rows} == set(methods), table
+        leaderboard = con.execute(
+            "SELECT method, rank, \"val_f1@5\", \"f1@5\", chosen_on_validation FROM results.leaderboard "
+            "WHERE dataset = 'openclipart' ORDER BY rank").df()
+    every_method = {m for ms in paper_methods(OPENCLIPART).values() for m in ms}
+    assert set(leaderboard["method"]) == every_method
+    assert list(leaderboard["rank"]) == list(range(1, len(every_method) + 1))
+    assert leaderboard["f1@5"].is_monotonic_decreasing
+    assert leaderboard["chosen_on_validation"].sum() == 1
