@@ -1,0 +1,381 @@
+"""Guards ``tagrec suggest`` (issue 7, part 2): tags for a new photo from what the assets
+materialised.
+
+Fast tests build a real data home from the openclipart fixture with the library alone, laid
+out as the IO manager lays it out (split tables, pickled ``ArrayFile`` / ``TrainedModel``
+handles, the features run's settings): ingest -> assignments -> per-user split -> CH-64,
+CM-225 and patches -> cheap models (MP, MP-u, KNN voting and CH-PerMLP on CH-64). They check
+that a dataset image scored as a "new" photo gets the scores the model gives it inside the
+dataset, the unknown-user fallback, the leaderboard choice and every bad-input path. The slow
+test materialises the real asset graph (features with the CNN, VLAD, three model assets) with
+Dagster and runs the installed command end to end on it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from tagrec_models.artifacts import ArrayFile
+from tagrec_models.bundle import build_bundle
+from tagrec_models.cli import EXIT_BAD_INPUT, EXIT_IMAGE_ERRORS, EXIT_OK, main
+from tagrec_models.data import UNKNOWN_USER, Posts
+from tagrec_models.experiment import side_info, train_model
+from tagrec_models.features.extraction import ExtractionConfig, extract_features
+from tagrec_models.features.images import LoadConfig
+from tagrec_models.features.single import SETTINGS_FILE, write_extraction_settings
+from tagrec_models.paths import DataHome
+from tagrec_models.preprocess.assemble import assignments_from_ingest
+from tagrec_models.preprocess.recipes import Recipe
+from tagrec_models.preprocess.splits import split_per_user
+from tagrec_models.recommenders.base import Recommender
+from tagrec_models.recommenders.registry import get_recommender
+from tagrec_models.sources.openclipart import read_openclipart
+from tagrec_models.storage.atomic import write_parquet
+from tagrec_models.storage.duckdb_store import DuckDBStore
+from tagrec_models.suggest import MaterialisedDataset, Suggester
+
+DATASET = "openclipart"
+FAST_MODELS = {
+    "mp": {},
+    "mp_u": {},
+    "knn_voting": {"feature": "ch64", "k": 5},
+    "ch_permlp": dict(get_recommender("ch_permlp").contract_overrides),
+}
+# Made-up validation numbers: the tests choose which model should win.
+LEADERBOARD = {"ch_permlp": 0.40, "mp_u": 0.30, "knn_voting": 0.20, "mp": 0.10, "pitf": 0.50}
+
+
+def write_object(home: Path, asset: str, value) -> None:
+    path = home / "datasets" / DATASET / "objects" / f"{asset}.pkl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(value))
+
+
+def write_leaderboard(home: Path, values: dict[str, float]) -> None:
+    frame = pd.DataFrame({
+        "method": list(values),
+        "personalised": [bool(get_recommender(m).personalised) for m in values],
+        "val_f1@5": list(values.values()),
+        "test_f1@5": [v / 2 for v in values.values()],
+    })
+    DuckDBStore(DataHome(home).duckdb_path).replace_result_rows("leaderboard", DATASET, frame)
+
+
+def build_home(home: Path, sample: Path) -> dict:
+    """Splits, low-level features and patches, and FAST_MODELS, as the assets store them."""
+    tables = read_openclipart(sample)
+    assignments = assignments_from_ingest(tables.photos, tables.photo_tags, tables.images)
+    with duckdb.connect() as con:
+        result = split_per_user(con, assignments, Recipe(test_posts=1, val_posts=1))
+    folder = home / "datasets" / DATASET
+    parts = {part: result.part(part) for part in ("train", "val", "test")}
+    for name, frame in {**parts, "photo_groups": tables.photo_groups, "images": tables.images}.items():
+        write_parquet(frame, folder / "tables" / f"{name}.parquet")
+    bundle = build_bundle(parts["train"], parts["val"], parts["test"])
+    paths = tables.images.drop_duplicates("photo_id").set_index("photo_id")["path"]
+    files = [str(paths[p]) for p in bundle.vocab.images]
+    extraction = ExtractionConfig(cnn=False, patch_sizes=(32,), load=LoadConfig(max_side=320))
+    out = extract_features(files, folder / "features", extraction)
+    write_extraction_settings(extraction, folder / "features")
+    handles = {}
+    for asset, (file_key, name) in {"ch64": ("ch64", "ch64"), "cm225": ("cm225", "cm225"),
+                                    "patches": ("patches_32", "patches")}.items():
+        handles[asset] = ArrayFile.describe(name, out.files[file_key], bundle.vocab.images,
+                                            np.load(out.files[file_key], mmap_mode="r"))
+        write_object(home, asset, handles[asset])
+    side = side_info(bundle, {"ch64": handles["ch64"], "cm225": handles["cm225"]}, handles["patches"],
+                     tables.photo_groups)
+    data = bundle.training_data(side)
+    for name, overrides in FAST_MODELS.items():
+        trained = train_model(name, DATASET, data, folder / "models", seeds=(0,), overrides=overrides)
+        write_object(home, f"model_{name}", trained)
+    return {"bundle": bundle, "side": side, "files": dict(zip(bundle.vocab.images, files)),
+            "photo_groups": tables.photo_groups}
+
+
+@pytest.fixture(scope="module")
+def fast_home(tmp_path_factory, openclipart_sample):
+    home = tmp_path_factory.mktemp("suggest_home")
+    built = build_home(home, openclipart_sample)
+    return home, built
+
+
+def run_cli(home: Path, *args: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(["suggest", "--home", str(home), "--dataset", DATASET, *args], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def snapshot(home: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in home.rglob("*") if p.is_file()}
+
+
+def held_out_photo(built) -> tuple[str, str, int]:
+    """A test post's (user, photo, image index): an image with no training post."""
+    bundle = built["bundle"]
+    new = np.flatnonzero(bundle.new_image_mask(bundle.test))
+    post = int(new[0])
+    image = int(bundle.test.image[post])
+    return bundle.vocab.users[bundle.test.user[post]], bundle.vocab.images[image], image
+
+
+def dataset_scores(home: Path, model: str, user: int, image: int, built) -> np.ndarray:
+    bundle = built["bundle"]
+    trained = pickle.loads((home / "datasets" / DATASET / "objects" / f"model_{model}.pkl").read_bytes())
+    fitted = Recommender.load(trained.model_paths[0])
+    posts = Posts(user=np.array([user]), image=np.array([image]),
+                  tags=bundle.test.tags[:1] * 0, n_users=bundle.vocab.n_users, n_images=bundle.vocab.n_images)
+    return fitted.score(posts, built["side"])[0]
+
+
+# -- same features, same scores ---------------------------------------------------------------
+@pytest.mark.parametrize("model", ["ch_permlp", "knn_voting", "mp_u"])
+def test_a_held_out_photo_scored_as_new_gets_its_dataset_scores(fast_home, model):
+    home, built = fast_home
+    user, photo, image = held_out_photo(built)
+    data = MaterialisedDataset.open(DataHome(home), DATASET)
+    suggester = Suggester.load(data, model, bundle=built["bundle"])
+    new = suggester.featuriser.compute([built["files"][photo]]) if suggester.featuriser else None
+    scores = suggester.score_new(suggester.user_index(user), new, np.array([0]))[0]
+    expected = dataset_scores(home, model, suggester.user_index(user), image, built)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
+    # the new image really was a row after the dataset's (not the stored row read back)
+    if suggester.featuriser is not None:
+        np.testing.assert_allclose(new.features["ch64"][0], built["side"].features["ch64"][image], atol=1e-6)
+
+
+def test_a_training_photo_scored_as_new_gets_its_dataset_scores(fast_home):
+    """A parametric model scores a training image from its features alone, so the copy of a
+    training image scored as a new photo gets the same scores (a neighbour model would not: it
+    finds the training image itself among the neighbours of the copy)."""
+    home, built = fast_home
+    bundle = built["bundle"]
+    post = 0
+    user, image = int(bundle.train.user[post]), int(bundle.train.image[post])
+    code, out, err = run_cli(home, "--user", bundle.vocab.users[user], "--model", "ch_permlp", "--k",
+                             str(bundle.vocab.n_tags), "--json", built["files"][bundle.vocab.images[image]])
+    assert code == EXIT_OK, err
+    tags = json.loads(out)["images"][0]["tags"]
+    expected = dataset_scores(home, "ch_permlp", user, image, built)
+    got = np.array([t["score"] for t in tags])
+    want = np.array([expected[bundle.vocab.tags.index(t["tag"])] for t in tags])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert list(got) == sorted(got, reverse=True) and len(tags) == bundle.vocab.n_tags
+
+
+def test_a_folder_is_scored_in_one_batch_with_plain_output(fast_home, tmp_path):
+    home, built = fast_home
+    folder = tmp_path / "new_photos"
+    folder.mkdir()
+    sources = list(built["files"].values())[:3]
+    for i, source in enumerate(sources):
+        shutil.copy(source, folder / f"photo{i}.png")
+    user = built["bundle"].vocab.users[0]
+    code, out, err = run_cli(home, "--user", user, "--model", "ch_permlp", "--k", "3", str(folder))
+    assert code == EXIT_OK, err
+    for i in range(3):
+        assert str(folder / f"photo{i}.png") in out
+    assert out.count(" 1. ") == 3 and out.count(" 3. ") == 3
+    assert "per image" in err
+
+
+# -- which model --------------------------------------------------------------------------------
+def test_default_model_is_the_best_materialised_one_on_validation(fast_home):
+    home, built = fast_home
+    write_leaderboard(home, LEADERBOARD)  # pitf is best but never materialised here
+    user = built["bundle"].vocab.users[0]
+    code, out, err = run_cli(home, "--user", user, "--json", next(iter(built["files"].values())))
+    assert code == EXIT_OK, err
+    answer = json.loads(out)
+    assert answer["model"] == "ch_permlp" and answer["note"] == ""
+    assert "0.4000" in answer["reason"]
+
+
+def test_an_unknown_user_falls_back_to_the_best_non_personalised_model_and_says_so(fast_home):
+    home, built = fast_home
+    write_leaderboard(home, LEADERBOARD)
+    code, out, err = run_cli(home, "--user", "nobody-ever-posted", "--json", next(iter(built["files"].values())))
+    assert code == EXIT_OK, err
+    answer = json.loads(out)
+    assert answer["model"] == "knn_voting" and not answer["user_known"]
+    assert "not seen in training" in err and "knn_voting" in err
+    # a personalised model asked for by name falls back the same way
+    code, out, err = run_cli(home, "--user", "nobody-ever-posted", "--model", "mp_u", "--json",
+                             next(iter(built["files"].values())))
+    assert code == EXIT_OK and json.loads(out)["model"] == "knn_voting"
+    assert "instead of mp_u" in err
+
+
+def test_unknown_user_without_a_non_personalised_model_is_an_error(fast_home):
+    home, built = fast_home
+    write_leaderboard(home, {"ch_permlp": 0.4, "mp_u": 0.3})
+    code, out, err = run_cli(home, "--user", "nobody-ever-posted", next(iter(built["files"].values())))
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert "no non-personalised model" in err
+    write_leaderboard(home, LEADERBOARD)
+
+
+def test_missing_leaderboard_names_the_asset_and_the_way_out(tmp_path, fast_home):
+    home, built = fast_home
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy)
+    (copy / "tagrec.duckdb").unlink(missing_ok=True)
+    code, out, err = run_cli(copy, "--user", built["bundle"].vocab.users[0], next(iter(built["files"].values())))
+    assert code == EXIT_BAD_INPUT and out == ""
+    assert "openclipart/leaderboard" in err and "--model" in err
+
+
+# -- bad input --------------------------------------------------------------------------------
+def test_bad_input_is_a_clear_error_and_nothing_is_written(fast_home, tmp_path):
+    home, built = fast_home
+    write_leaderboard(home, LEADERBOARD)
+    image = next(iter(built["files"].values()))
+    user = built["bundle"].vocab.users[0]
+    before = snapshot(home)
+    code, out, err = main(["suggest", "--home", str(home), "--dataset", "no_such_dataset", "--user", user, image],
+                          out=io.StringIO(), err=(err_io := io.StringIO())), "", ""
+    assert code == EXIT_BAD_INPUT and "unknown dataset 'no_such_dataset'" in err_io.getvalue()
+    code, out, err = run_cli(home, "--user", user, "--model", "no_such_model", image)
+    assert code == EXIT_BAD_INPUT and "unknown model 'no_such_model'" in err and "ch_permlp" in err
+    code, out, err = run_cli(home, "--user", user, "--model", "pt_permlp", image)
+    assert code == EXIT_BAD_INPUT
+    assert "openclipart/model_pt_permlp has never been materialised" in err
+    assert "make ui" in err and "python -m pipelines.demo --dataset openclipart" in err
+    code, out, err = run_cli(home, "--user", user, "--model", "ch_permlp", "--seed", "7", image)
+    assert code == EXIT_BAD_INPUT and "seed 7" in err
+    code, out, err = run_cli(home, "--user", user, "--model", "ch_permlp", "--k", "0", image)
+    assert code == EXIT_BAD_INPUT and "--k" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out, err = run_cli(home, "--user", user, "--model", "ch_permlp", str(empty))
+    assert code == EXIT_BAD_INPUT and "holds no image" in err
+    assert snapshot(home) == before
+
+
+def test_an_image_that_does_not_decode_is_reported_and_the_rest_are_scored(fast_home, tmp_path):
+    home, built = fast_home
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    good = next(iter(built["files"].values()))
+    user = built["bundle"].vocab.users[0]
+    for model in ("ch_permlp", "mp_u"):  # with and without pixel features
+        code, out, err = run_cli(home, "--user", user, "--model", model, "--json", str(broken), good,
+                                 str(tmp_path / "missing.jpg"))
+        assert code == EXIT_IMAGE_ERRORS, err
+        images = json.loads(out)["images"]
+        assert [("error" in i) for i in images] == [True, False, True]
+        assert len(images[1]["tags"]) == 10
+        assert f"error: {broken}" in err and "missing.jpg" in err
+
+
+# -- side information ---------------------------------------------------------------------------
+def test_groups_of_the_new_photo_extend_the_group_matrix(fast_home):
+    home, built = fast_home
+    data = MaterialisedDataset.open(DataHome(home), DATASET)
+    suggester = Suggester.load(data, "ch_permlp", bundle=built["bundle"])
+    group = suggester.group_names[0] if suggester.group_names else None
+    assert group is None  # ch_permlp reads no groups: the group matrix is not loaded at all
+    groups = built["photo_groups"]["group_id"].astype(str)
+    from tagrec_models.data import group_matrix
+
+    matrix, names = group_matrix(built["photo_groups"], built["bundle"].vocab)
+    suggester.group_names = names
+    rows = suggester.group_rows([groups.iloc[0], "not-a-group"], 2)
+    assert rows.shape == (2, len(names)) and rows.sum() == 2
+    assert suggester.unknown_groups([groups.iloc[0], "not-a-group"]) == ["not-a-group"]
+
+
+def test_the_features_run_records_its_settings(fast_home):
+    home, _ = fast_home
+    text = (home / "datasets" / DATASET / "features" / SETTINGS_FILE).read_text()
+    settings = json.loads(text)
+    assert settings["patch_sizes"] == [32] and settings["load"]["max_side"] == 320
+
+
+def test_a_user_index_minus_one_is_the_unknown_user(fast_home):
+    home, built = fast_home
+    data = MaterialisedDataset.open(DataHome(home), DATASET)
+    assert Suggester.load(data, "mp", bundle=built["bundle"]).user_index("nobody") == UNKNOWN_USER
+
+
+# -- end to end on the real asset graph -----------------------------------------------------------
+@pytest.mark.slow
+def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample):
+    """Materialise splits, features (CNN, two conv stages), VLAD and three model assets with
+    Dagster, add a leaderboard, then run the installed command: a held-out photo of the
+    fixture gets the scores the model gives it in the dataset, and an answer per image takes
+    under a second on the CPU after loading."""
+    dg = pytest.importorskip("dagster")
+    from assets.datasets import OPENCLIPART
+    from assets.factory import dataset_assets
+    from test_assets_pipeline import NLTK_DATA, resources
+
+    if not (NLTK_DATA / "corpora" / "wordnet" / "lexnames").exists():
+        pytest.skip("WordNet for nltk is not installed (make wordnet)")
+    models = ("pt_permlp", "knn_voting", "ug_nw")
+    recipe = {"core_users": 2, "core_tags": 2, "test_posts": 1, "val_posts": 1}
+    ops = {
+        "openclipart__ingest": {"config": {"folder": str(openclipart_sample)}},
+        "openclipart__preprocess": {"config": recipe},
+        "openclipart__splits": {"config": recipe},
+        "openclipart__features": {"config": {"stages": ["stage3", "stage5"], "grid": 3, "device": "cpu"}},
+        "openclipart__vlad": {"config": {"n_words": 4}},
+        **{f"openclipart__model_{m}": {"config": {"seeds": [0], "overrides": dict(
+            getattr(get_recommender(m), "contract_overrides", {}))}} for m in models},
+    }
+    selection = dg.AssetSelection.assets(*[dg.AssetKey([DATASET, f"model_{m}"]) for m in models]).upstream()
+    result = dg.materialize(dataset_assets(OPENCLIPART), selection=selection, resources=resources(tmp_path),
+                            run_config={"ops": ops}, raise_on_error=False)
+    failures = [e.event_specific_data.error.to_string() for e in result.all_events
+                if e.event_type_value == "STEP_FAILURE"]
+    assert result.success, failures[:2]
+    write_leaderboard(tmp_path, {"pt_permlp": 0.5, "ug_nw": 0.4, "knn_voting": 0.3})
+
+    data = MaterialisedDataset.open(DataHome(tmp_path), DATASET)
+    bundle = data.bundle()
+    images = data.table("images").drop_duplicates("photo_id").set_index("photo_id")["path"]
+    new = np.flatnonzero(bundle.new_image_mask(bundle.test))
+    post = int(new[0])
+    user, image = int(bundle.test.user[post]), int(bundle.test.image[post])
+    photo = str(images[bundle.vocab.images[image]])
+    groups = data.table("photo_groups")
+    photo_groups = groups.loc[groups["photo_id"] == bundle.vocab.images[image], "group_id"].astype(str).tolist()
+    for model in models:
+        suggester = Suggester.load(data, model, bundle=bundle)
+        fitted = suggester.model
+        posts = bundle.test.subset(np.array([post]))
+        expected = fitted.score(posts, suggester.side)[0]
+        got = suggester.score_new(user, suggester.featuriser.compute([photo]), np.array([0]), photo_groups)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=model)
+
+    folder = tmp_path / "new"
+    folder.mkdir()
+    for i, path in enumerate(list(images)[:8]):
+        shutil.copy(path, folder / f"p{i}{Path(path).suffix}")
+    env_home = {"TAGREC_HOME": str(tmp_path)}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "tagrec_models", "suggest", "--dataset", DATASET, "--user",
+         bundle.vocab.users[user], "--json", str(folder)],
+        capture_output=True, text=True, env={**__import__("os").environ, **env_home}, timeout=300)
+    wall = time.perf_counter() - started
+    assert done.returncode == EXIT_OK, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["model"] == "pt_permlp" and len(answer["images"]) == 8
+    assert all(len(i["tags"]) == 10 for i in answer["images"])
+    per_image = answer["seconds"]["per_image"]
+    print(f"\nsuggest: {per_image:.3f} s per image after {answer['seconds']['load']:.2f} s loading "
+          f"({wall:.1f} s wall for the whole command)")
+    assert per_image < 1.0
