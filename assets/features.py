@@ -29,6 +29,7 @@ from tagrec_models.features.extraction import (
     load_local_descriptors,
 )
 from tagrec_models.features.vlad import LeakageError, VladConfig, search_stages
+from tagrec_models.features.single import write_extraction_settings
 from tagrec_models.storage.atomic import write_npy
 
 FEATURE_OUTPUTS = {
@@ -120,6 +121,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             load=LoadConfig(max_side=config.max_side),
         )
         result = extract_features(paths, out_dir, extraction, log=progress(context))
+        write_extraction_settings(extraction, out_dir)  # new photos get the same features (tagrec suggest)
         broken = result.index[result.index["status"] == "broken"]
         common = {
             **result.metadata(),
