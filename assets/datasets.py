@@ -1,11 +1,20 @@
 """The datasets tagrec knows: each is a source plus a preprocessing recipe, and gets its own
-asset group and key prefix (``openclipart/...``, ``corel5k/...``, ``flickr/...``)."""
+asset group and key prefix (``openclipart/...``, ``corel5k/...``, ``flickr/...``).
+
+Besides the built-in three, every "bring your own dataset" folder (``<data home>/byo/<name>/``
+or an entry of ``TAGREC_DATASETS``; format and rules in ``tagrec_models.sources.folder``) is a
+dataset of source ``folder``, found when this module is imported, so ``pipelines.definitions``
+builds its asset graph and ``<name>_all`` job like the others'.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tagrec_models.paths import default_home
+from tagrec_models.sources.folder import DATASETS_ENV, discover_folder_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 COREL5K_ENV = "TAGREC_COREL5K"
@@ -24,6 +33,8 @@ class DatasetSpec:
     has_users: bool = True
     has_groups: bool = True
     recipe_overrides: dict = field(default_factory=dict)
+    folder: str = ""
+    """Source ``folder`` only: the dataset folder the ingest reads by default."""
 
 
 OPENCLIPART = DatasetSpec(
@@ -59,7 +70,34 @@ FLICKR = DatasetSpec(
     ),
 )
 
-DATASETS: tuple[DatasetSpec, ...] = (OPENCLIPART, COREL5K, FLICKR)
+BUILTIN_DATASETS: tuple[DatasetSpec, ...] = (OPENCLIPART, COREL5K, FLICKR)
+
+
+def folder_datasets(home: Path, env_value: str | None) -> tuple[DatasetSpec, ...]:
+    """A ``DatasetSpec`` (source ``folder``) per dataset folder found under ``home`` and in
+    ``env_value`` (``TAGREC_DATASETS``); a name clashing with a built-in dataset is an error.
+    Owners are required in the format, so ``has_users``; ``has_groups`` where the posts file
+    names any group (else paper 2 runs its no-group variants)."""
+    return tuple(
+        DatasetSpec(
+            name=found.name,
+            source="folder",
+            recipe=found.recipe,
+            description=found.description,
+            has_users=True,
+            has_groups=found.has_groups,
+            recipe_overrides=dict(found.recipe_overrides),
+            folder=str(found.folder),
+        )
+        for found in discover_folder_datasets(
+            home, env_value, builtin=[spec.name for spec in BUILTIN_DATASETS]
+        )
+    )
+
+
+DATASETS: tuple[DatasetSpec, ...] = BUILTIN_DATASETS + folder_datasets(
+    default_home(), os.environ.get(DATASETS_ENV)
+)
 
 
 def dataset(name: str) -> DatasetSpec:

@@ -2,7 +2,8 @@
 
 ``photos``, ``photo_tags``, ``photo_groups`` and ``images`` per dataset, plus what a source
 skipped and why (never silently). Flickr adds the crawl itself as an upstream asset, so the
-re-crawl schedule can materialise it alone; Corel5k adds its standard split.
+re-crawl schedule can materialise it alone; Corel5k adds its standard split; a
+bring-your-own folder adds the rows of its posts file that it skipped.
 """
 
 
@@ -20,6 +21,7 @@ from tagrec_models.sources.flickr.client import ClientConfig, FlickrClient
 from tagrec_models.sources.flickr.client import FlickrCredentials as ClientCredentials
 from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
 from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
+from tagrec_models.sources.folder import FolderConfig, read_folder
 from tagrec_models.sources.openclipart import OpenclipartConfig, read_openclipart
 from tagrec_models.sources.flickr.errors import CrawlStateError, FlickrApiError, FlickrConfigError
 from tagrec_models.sources.tables import IMAGE_BROKEN, IngestError, IngestTables
@@ -257,6 +259,50 @@ def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     return ingest
 
 
+# -- bring your own dataset (a folder) ---------------------------------------------------------
+class FolderSettings(dg.Config):
+    folder: str = Field(
+        default="",
+        description="The dataset folder (posts.csv or posts.parquet + images/); empty: the folder "
+        "the dataset was found at (<data home>/byo/<name>/ or TAGREC_DATASETS).",
+    )
+    check_images: bool = Field(default=True, description="Decode every image; a row whose image fails is skipped.")
+    max_pixels: int = Field(
+        default=50_000_000,
+        description="Rows whose image has more pixels are skipped ('too large') without decoding; 0: no limit.",
+    )
+
+
+def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=f"{spec.name}__ingest",
+        outs=_outs(
+            spec,
+            {"skipped_rows": "Rows of the posts file that did not become photos (row, photo_id, reason)."},
+        ),
+    )
+    def ingest(context: dg.AssetExecutionContext, config: FolderSettings):
+        """Read a bring-your-own dataset folder (format: tagrec_models.sources.folder): one
+        photo per row of posts.csv/posts.parquet with its owner, '|'-separated tags and groups,
+        and its image under images/ (decoded to check it); rows that do not fit are skipped
+        with the reason."""
+        tables = failing_clearly(
+            read_folder,
+            Path(config.folder or spec.folder),
+            FolderConfig(check_images=config.check_images, max_pixels=config.max_pixels or None),
+            log=progress(context),
+        )
+        skipped = tables.skipped_rows
+        yield from _emit(tables)
+        yield dg.Output(
+            skipped,
+            output_name="skipped_rows",
+            metadata={"skipped_examples": md_table(skipped.head(10)) if len(skipped) else "none"},
+        )
+
+    return ingest
+
+
 def ingest_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     if spec.source == "openclipart":
         return [openclipart_ingest(spec)]
@@ -264,4 +310,6 @@ def ingest_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         return [corel5k_ingest(spec)]
     if spec.source == "flickr":
         return [flickr_crawl_asset(spec), flickr_ingest(spec)]
+    if spec.source == "folder":
+        return [folder_ingest(spec)]
     raise ValueError(f"dataset {spec.name!r}: unknown source {spec.source!r}")
