@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.datasets import DatasetSpec
 from assets.models import ccs_asset, model_asset, results_asset
+from assets.paper2_sweeps import paper2_sweep_assets
 from tagrec_models import reporting
 
 PAPER1 = ("mp", "mp_u", "pitf", "fm", "cnn", "ch_bpmll", "cm55_bpmll", "ch_permlp",
@@ -58,6 +59,7 @@ def paper_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             "Paper 2's comparison (section 5.3, Figures 12-13): NDCG@1..10 and P, R, F1, MAP at "
             "10 tags for the four ablations (UG/noUG x NW/noNW) and the baselines.",
         ))
+        out.extend(paper2_sweep_assets(spec))
     out.append(results_asset(
         spec, "paper3_results", papers["paper3"], partial(reporting.paper3_table, k=5), None,
         "Paper 3's Table 2: AP, AR, AF per image at 5 tags (eqs. 9-11) beside the Corel5k "

@@ -118,6 +118,34 @@ def curve_plot(runs: pd.DataFrame, measure: str, title: str, scenario: str = "al
     return _png(fig)
 
 
+def lines_plot(
+    frame: pd.DataFrame,
+    x: str,
+    columns: Sequence[str],
+    title: str,
+    ylabel: str,
+    mark_x: object | None = None,
+) -> bytes:
+    """PNG of several columns of ``frame`` against ``x``, one line each (paper 2's parameter
+    figures 10-11); test columns (``test_*``) dashed beside their solid validation twins;
+    ``mark_x`` draws a vertical line at the setting chosen on validation."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+    markers = "os^vD<>pPX*h"
+    for i, column in enumerate(columns):
+        ax.plot(frame[x], frame[column], label=column, marker=markers[i % len(markers)], markersize=4,
+                linewidth=1.2, linestyle="--" if str(column).startswith("test_") else "-")
+    if mark_x is not None:
+        ax.axvline(mark_x, color="grey", linestyle=":", linewidth=1.2, label=f"chosen {x} = {mark_x}")
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_xticks(list(frame[x]))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    return _png(fig)
+
+
 def bar_plot(table: pd.DataFrame, x: str, ys: Sequence[str], title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
     width = 0.8 / max(len(ys), 1)
