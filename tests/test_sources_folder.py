@@ -184,6 +184,14 @@ def test_a_cell_splits_on_the_bar_only():
     assert pairs.values.tolist() == [[1, "a"], [1, "b c"], [3, "x,y"]]
 
 
+def test_a_csv_saved_with_a_byte_order_mark_reads(tmp_path, six_posts):
+    folder = build_byo_folder(tmp_path / "mine", six_posts[:1])
+    posts = folder / "posts.csv"
+    posts.write_text(posts.read_text(encoding="utf-8"), encoding="utf-8-sig")
+    assert posts.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert list(read_folder(folder).photos["photo_id"]) == [six_posts[0]["photo_id"]]
+
+
 def test_missing_required_columns_name_the_file_and_the_columns_found(tmp_path):
     folder = tmp_path / "mine"
     (folder / "images").mkdir(parents=True)

@@ -158,7 +158,9 @@ def _read_posts(path: Path, columns: list[str] | None = None) -> tuple[pd.DataFr
     try:
         if path.suffix == ".csv":
             frame = pd.read_csv(
-                path, dtype=str, keep_default_na=False, encoding="utf-8",
+                # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark,
+                # which would otherwise become part of the first column's name.
+                path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                 usecols=(lambda name: name.strip() in columns) if columns else None,
             )
             list_columns: set[str] = set()
