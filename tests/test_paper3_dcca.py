@@ -122,5 +122,16 @@ def test_state_round_trip_gives_identical_projections():
 
 
 def test_too_few_pairs_is_an_error():
-    with pytest.raises(ValueError, match="out_dim"):
-        DeepCCA(DCCAConfig(out_dim=10, device="cpu")).fit(np.zeros((5, 3)), np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="at least 3 training pairs"):
+        DeepCCA(DCCAConfig(out_dim=10, device="cpu")).fit(np.zeros((2, 3)), np.zeros((2, 3)))
+
+
+def test_common_space_shrinks_to_the_rank_a_small_training_set_supports():
+    rng = np.random.default_rng(0)
+    x_v = rng.normal(size=(12, 5))
+    x_s = x_v @ rng.normal(size=(5, 4)) + 0.1 * rng.normal(size=(12, 4))
+    said = []
+    model = DeepCCA(DCCAConfig(**{**SMALL, "out_dim": 20}, epochs=2)).fit(x_v, x_s, log=said.append)
+    assert model.config.out_dim == 11
+    assert model.transform_v(x_v).shape[1] <= 11
+    assert any("out_dim 20 -> 11" in line for line in said)

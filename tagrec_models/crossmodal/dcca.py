@@ -33,7 +33,7 @@ Adam, and early stopping on the held-out total correlation of a validation set w
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -187,8 +187,14 @@ class DeepCCA:
         x_s = np.asarray(x_s, dtype=np.float64)
         if x_v.ndim != 2 or x_s.ndim != 2 or len(x_v) != len(x_s):
             raise ValueError(f"DCCA views must be 2-d with equal rows, got {x_v.shape} and {x_s.shape}")
+        if len(x_v) < 3:
+            raise ValueError(f"DCCA needs at least 3 training pairs, got {len(x_v)}")
         if len(x_v) <= cfg.out_dim:
-            raise ValueError(f"DCCA needs more training pairs ({len(x_v)}) than out_dim ({cfg.out_dim})")
+            # n pairs support at most n - 1 canonical directions (the centred views have rank
+            # n - 1); a small dataset gets a smaller common space instead of a failed asset.
+            log(f"DCCA: {len(x_v)} training pairs support at most {len(x_v) - 1} canonical "
+                f"dimensions; out_dim {cfg.out_dim} -> {len(x_v) - 1}")
+            cfg = self.config = replace(cfg, out_dim=len(x_v) - 1)
         if not (np.isfinite(x_v).all() and np.isfinite(x_s).all()):
             raise ValueError("DCCA views contain NaN or infinite values")
         for view, x in (("v", x_v), ("s", x_s)):
