@@ -102,7 +102,6 @@ MANIFEST_KEYS = ("recipe", "description", "recipe_overrides")
 # prefix (``<name>__ingest``) and a DuckDB schema: lower case (DuckDB folds case) and no
 # double underscore (the op names use it as a separator).
 _NAME = re.compile(r"^[a-z](?:_?[a-z0-9])*$")
-_IN_MEMORY_FILE = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 
 
 class FolderDatasetError(IngestError):
@@ -319,10 +318,7 @@ def read_folder(
         checked = check_image(image_path.resolve(), config.check_images, config.max_pixels)
         if checked["status"] == IMAGE_BROKEN:
             rel = f"{IMAGES_DIR}/{image_path.relative_to(images_root).as_posix()}"
-            # check_image decodes from memory, so PIL names an in-memory buffer at a varying
-            # address; the file's name keeps the reason readable and the same on every run.
-            reason = _IN_MEMORY_FILE.sub(rel, checked["reason"])
-            reasons[row] = f"image {rel}: {reason}"
+            reasons[row] = f"image {rel}: {checked['reason']}"
             continue
         image_rows[row] = checked
         if (i + 1) % 1000 == 0:

@@ -262,7 +262,10 @@ def check_image(path: Path, decode: bool = True, max_pixels: int | None = None) 
     except Image.DecompressionBombError as error:
         return {**row, "status": IMAGE_BROKEN, "reason": f"too large to decode safely: {error}"}
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        reason = f"does not decode: {type(error).__name__}: {error}"
+        # PIL names the in-memory buffer (``<_io.BytesIO object at 0x...>``): name the file
+        # instead, so the recorded reason is the same on every run.
+        message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", path.name, str(error))
+        reason = f"does not decode: {type(error).__name__}: {message}"
         return {**row, "status": IMAGE_BROKEN, "reason": reason}
     return {**row, "status": IMAGE_OK, "reason": ""}
 
