@@ -162,8 +162,16 @@ def choose_model(
             return ModelChoice(requested, "asked for with --model")
         if not get_recommender(requested).personalised:
             return ModelChoice(requested, "asked for with --model",
-                               note=f"user not seen in training; {requested} is not personalised, so it is used as is")
-    frame = board()
+                               note=f"{requested} is not personalised, so it answers as for anyone")
+    try:
+        frame = board()
+    except SuggestError as error:
+        if requested is None:
+            raise
+        raise SuggestError(
+            f"the user is not in {data.name}'s training data and {requested} is personalised; "
+            f"choosing a non-personalised model instead needs the leaderboard: {error} "
+            "(a non-personalised one, e.g. knn_voting)") from None
     rows = [(str(m), float(v)) for m, v in zip(frame["method"], frame[LEADERBOARD_METRIC])]
     registered = set(available())
     ranked = [(m, v) for m, v in rows if m in registered and data.has_object(f"model_{m}")]
@@ -186,7 +194,7 @@ def choose_model(
     return ModelChoice(
         name,
         f"best non-personalised {LEADERBOARD_METRIC} on validation ({value:.4f}) in results.{LEADERBOARD}",
-        note=f"user not seen in training: using the best non-personalised model {name}{instead}",
+        note=f"using the best non-personalised model {name}{instead}",
     )
 
 
@@ -278,7 +286,10 @@ class Suggester:
         seed: int = 0,
         bundle: SplitBundle | None = None,
         device: str = "cpu",
+        threads: int | None = 1,
     ) -> "Suggester":
+        """Load the splits (unless given), the seed's fit and what it reads; ``device`` and
+        ``threads`` (torch CPU threads, None: all cores) are where new images' CNN runs."""
         started = time.perf_counter()
         bundle = bundle if bundle is not None else data.bundle()
         trained: TrainedModel = data.object(f"model_{model_name}")
@@ -317,12 +328,12 @@ class Suggester:
                         side=side, group_names=group_names)
         pixel = [r for r in reads if r in FEATURE_SOURCES or r == "patches"]
         if pixel:
-            suggester._prepare_featuriser(pixel, arrays, patches, device)
+            suggester._prepare_featuriser(pixel, arrays, patches, device, threads)
         suggester.load_seconds = time.perf_counter() - started
         return suggester
 
     def _prepare_featuriser(self, pixel: list[str], arrays: dict[str, ArrayFile],
-                            patches: ArrayFile | None, device: str) -> None:
+                            patches: ArrayFile | None, device: str, threads: int | None) -> None:
         from tagrec_models.features.device import DeviceConfig
         from tagrec_models.features.single import (
             FeatureSettingsError, NewImageFeatures, legacy_settings, read_extraction_settings,
@@ -352,7 +363,7 @@ class Suggester:
                     local_shape = conv_maps[codebook.stage].shape
                 settings = legacy_settings(patches.shape if patches is not None else None, local_shape)
             self.featuriser = NewImageFeatures(settings, pixel, codebook=codebook,
-                                               device=DeviceConfig(device=device, num_workers=0))
+                                               device=DeviceConfig(device=device, num_workers=0, threads=threads))
             if not recorded:
                 self.verified = self._verify(
                     folder, {**arrays, **({'patches': patches} if patches is not None else {})},
