@@ -37,7 +37,6 @@ from tagrec_models.paths import DataHome
 from tagrec_models.recommenders.base import Recommender
 from tagrec_models.recommenders.registry import available, get_recommender
 
-Log = Callable[[str], None]
 
 LEADERBOARD = "leaderboard"
 LEADERBOARD_METRIC = "val_f1@5"

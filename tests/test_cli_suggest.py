@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -52,6 +53,7 @@ FAST_MODELS = {
     "mp_u": {},
     "knn_voting": {"feature": "ch64", "k": 5, "distinct_owners": False},
     "ch_permlp": dict(get_recommender("ch_permlp").contract_overrides),
+    "ug_nw": {"feature": "ch64", "k": 5},  # paper 2's full method: groups in the neighbour score
 }
 # Made-up validation numbers: the tests choose which model should win.
 LEADERBOARD = {"ch_permlp": 0.40, "mp_u": 0.30, "knn_voting": 0.20, "mp": 0.10, "pitf": 0.50}
@@ -141,19 +143,25 @@ def dataset_scores(home: Path, model: str, user: int, image: int, built) -> np.n
 
 
 # -- same features, same scores ---------------------------------------------------------------
-@pytest.mark.parametrize("model", ["ch_permlp", "knn_voting", "mp_u"])
+@pytest.mark.parametrize("model", ["ch_permlp", "knn_voting", "ug_nw", "mp_u"])
 def test_a_held_out_photo_scored_as_new_gets_its_dataset_scores(fast_home, model):
     home, built = fast_home
     user, photo, image = held_out_photo(built)
+    groups = built["photo_groups"]
+    photo_groups = groups.loc[groups["photo_id"] == photo, "group_id"].astype(str).tolist()
     data = MaterialisedDataset.open(DataHome(home), DATASET)
     suggester = Suggester.load(data, model, bundle=built["bundle"])
     new = suggester.featuriser.compute([built["files"][photo]]) if suggester.featuriser else None
-    scores = suggester.score_new(suggester.user_index(user), new, np.array([0]))[0]
+    scores = suggester.score_new(suggester.user_index(user), new, np.array([0]), photo_groups)[0]
     expected = dataset_scores(home, model, suggester.user_index(user), image, built)
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-5)
-    # the new image really was a row after the dataset's (not the stored row read back)
     if suggester.featuriser is not None:
+        # the features were computed from the file, not read back from the stored row
         np.testing.assert_allclose(new.features["ch64"][0], built["side"].features["ch64"][image], atol=1e-6)
+    if model == "ug_nw":
+        assert photo_groups and "groups" in suggester.reads
+        without = suggester.score_new(suggester.user_index(user), new, np.array([0]), [])[0]
+        assert not np.allclose(without, expected)  # the groups of the new photo do count
 
 
 def test_a_training_photo_scored_as_new_gets_its_dataset_scores(fast_home):
@@ -189,6 +197,24 @@ def test_a_folder_is_scored_in_one_batch_with_plain_output(fast_home, tmp_path):
         assert str(folder / f"photo{i}.png") in out
     assert out.count(" 1. ") == 3 and out.count(" 3. ") == 3
     assert "per image" in err
+
+
+def test_python_m_tagrec_models_runs_without_dagster(fast_home):
+    home, built = fast_home
+    user = built["bundle"].vocab.users[0]
+    args = ["tagrec_models", "suggest", "--home", str(home), "--dataset", DATASET, "--user", user,
+            "--model", "ch_permlp", "--json", next(iter(built["files"].values()))]
+    script = (
+        "import runpy, sys\n"
+        f"sys.argv = {args!r}\n"
+        "try:\n    runpy.run_module('tagrec_models', run_name='__main__')\n"
+        "except SystemExit as done:\n    code = done.code\n"
+        "assert 'dagster' not in sys.modules, 'the CLI imported dagster'\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert json.loads(done.stdout)["model"] == "ch_permlp"
 
 
 # -- which model --------------------------------------------------------------------------------
@@ -244,8 +270,9 @@ def test_bad_input_is_a_clear_error_and_nothing_is_written(fast_home, tmp_path):
     image = next(iter(built["files"].values()))
     user = built["bundle"].vocab.users[0]
     before = snapshot(home)
-    code, out, err = main(["suggest", "--home", str(home), "--dataset", "no_such_dataset", "--user", user, image],
-                          out=io.StringIO(), err=(err_io := io.StringIO())), "", ""
+    err_io = io.StringIO()
+    code = main(["suggest", "--home", str(home), "--dataset", "no_such_dataset", "--user", user, image],
+                out=io.StringIO(), err=err_io)
     assert code == EXIT_BAD_INPUT and "unknown dataset 'no_such_dataset'" in err_io.getvalue()
     code, out, err = run_cli(home, "--user", user, "--model", "no_such_model", image)
     assert code == EXIT_BAD_INPUT and "unknown model 'no_such_model'" in err and "ch_permlp" in err
@@ -281,20 +308,20 @@ def test_an_image_that_does_not_decode_is_reported_and_the_rest_are_scored(fast_
 
 
 # -- side information ---------------------------------------------------------------------------
-def test_groups_of_the_new_photo_extend_the_group_matrix(fast_home):
+def test_groups_unknown_to_the_dataset_are_named(fast_home):
     home, built = fast_home
     data = MaterialisedDataset.open(DataHome(home), DATASET)
-    suggester = Suggester.load(data, "ch_permlp", bundle=built["bundle"])
-    group = suggester.group_names[0] if suggester.group_names else None
-    assert group is None  # ch_permlp reads no groups: the group matrix is not loaded at all
-    groups = built["photo_groups"]["group_id"].astype(str)
-    from tagrec_models.data import group_matrix
-
-    matrix, names = group_matrix(built["photo_groups"], built["bundle"].vocab)
-    suggester.group_names = names
-    rows = suggester.group_rows([groups.iloc[0], "not-a-group"], 2)
-    assert rows.shape == (2, len(names)) and rows.sum() == 2
-    assert suggester.unknown_groups([groups.iloc[0], "not-a-group"]) == ["not-a-group"]
+    suggester = Suggester.load(data, "ug_nw", bundle=built["bundle"])
+    known = suggester.group_names[0]
+    rows = suggester.group_rows([known, "not-a-group"], 2)
+    assert rows.shape == (2, len(suggester.group_names)) and rows.sum() == 2
+    assert suggester.unknown_groups([known, "not-a-group"]) == ["not-a-group"]
+    code, out, err = run_cli(home, "--user", built["bundle"].vocab.users[0], "--model", "ug_nw",
+                             "--groups", f"{known},not-a-group", next(iter(built["files"].values())))
+    assert code == EXIT_OK and "group 'not-a-group' has no photo in openclipart" in err
+    code, out, err = run_cli(home, "--user", built["bundle"].vocab.users[0], "--model", "ch_permlp",
+                             "--groups", known, next(iter(built["files"].values())))
+    assert code == EXIT_OK and "does not use groups" in err
 
 
 def test_the_features_run_records_its_settings(fast_home):
@@ -395,7 +422,7 @@ def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample)
     done = subprocess.run(
         [sys.executable, "-m", "tagrec_models", "suggest", "--dataset", DATASET, "--user",
          bundle.vocab.users[user], "--json", str(folder)],
-        capture_output=True, text=True, env={**__import__("os").environ, **env_home}, timeout=300)
+        capture_output=True, text=True, env={**os.environ, **env_home}, timeout=300)
     wall = time.perf_counter() - started
     assert done.returncode == EXIT_OK, done.stderr
     answer = json.loads(done.stdout)

@@ -22,7 +22,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -34,8 +34,6 @@ from tagrec_models.features.images import STATUS_BROKEN, LoadConfig
 from tagrec_models.features.lowlevel import LowLevelConfig
 from tagrec_models.features.vlad import VladCodebook
 from tagrec_models.storage.atomic import write_bytes
-
-Log = Callable[[str], None]
 
 SETTINGS_FILE = "extraction_settings.json"
 PIXEL_FEATURES = ("ch64", "cm225", "cnn", "vlad", "patches")
