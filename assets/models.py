@@ -136,10 +136,14 @@ def results_asset(
         out_dir.mkdir(parents=True, exist_ok=True)
         runs.to_parquet(out_dir / f"{table_name}_runs.parquet", index=False)
         data_home.store.replace_result_rows(f"{table_name}_runs", spec.name, runs)
-        metadata: dict[str, Any] = {"table": md_table(table), "n_test_posts": bundle.test.n_posts}
+        shown, same_as_all = reporting.distinct_scenarios(table)
+        metadata: dict[str, Any] = {"table": md_table(shown), "n_test_posts": bundle.test.n_posts}
+        if same_as_all:
+            metadata["scenarios"] = (f"{', '.join(same_as_all)} equals 'all' here (every test image is "
+                                     "new: each photo is one post), so only 'all' is shown; DuckDB holds both")
         if curve is not None:
             measure, title = curve
-            for scenario in runs["scenario"].unique():
+            for scenario in shown["scenario"].unique():
                 png = reporting.curve_plot(runs, measure, f"{title} ({spec.name}, {scenario})", scenario)
                 path = out_dir / f"{table_name}_{measure}_{scenario}.png"
                 path.write_bytes(png)

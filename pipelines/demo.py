@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.definitions import defs
+from tagrec_models import reporting
 from tagrec_models.paths import DataHome
 from tagrec_models.recommenders.registry import get_recommender
 from tagrec_models.storage.duckdb_store import DuckDBStore
@@ -34,6 +35,8 @@ SUMMARY_COLUMNS = {
     "paper1_results": ["method", "scenario", "f1@1", "f1@3", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5", "train_seconds"],
     "paper2_results": ["method", "scenario", "ndcg@1", "ndcg@5", "ndcg@10", "p@10", "r@10", "f1@10", "map@10"],
     "paper3_results": ["method", "scenario", "AP", "AR", "AF", "AF_std", "label_P", "label_R", "label_F1", "N+"],
+    "leaderboard": ["rank", "method", "papers", "val_f1@5", "f1@5", "f1@5_std", "p@5", "r@5", "ndcg@10",
+                    "map@10", "label_f1@5", "chosen_on_validation"],
 }
 
 
@@ -71,8 +74,11 @@ def summary(dataset: str) -> str:
             if frame.empty:
                 continue
             keep = [c for c in columns if c in frame.columns]
+            shown, same_as_all = reporting.distinct_scenarios(frame.drop(columns=["dataset"], errors="ignore"))
             lines.append(f"### results.{table}\n")
-            lines.append(frame[keep].to_markdown(index=False, floatfmt=".4f"))
+            if same_as_all:
+                lines.append(f"(every test image is new here: scenario {', '.join(same_as_all)} equals 'all')\n")
+            lines.append(shown[keep].to_markdown(index=False, floatfmt=".4f"))
             lines.append("")
     lines.append(f"Query them: duckdb {store.path} \"SELECT * FROM results.paper1_results\"")
     return "\n".join(lines)

@@ -98,6 +98,24 @@ def paper3_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k: in
     return _order(table.reset_index(), methods)
 
 
+def distinct_scenarios(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Drop the rows of a scenario whose every value equals the ``all`` scenario's (on
+    Flickr-style data each photo is one post, so every test image is new and the
+    ``new_images`` rows repeat ``all``); returns the table and the scenarios dropped."""
+    if "scenario" not in table.columns or "all" not in set(table["scenario"]):
+        return table, []
+    values = [c for c in table.columns if c != "scenario"]
+    reference = table[table["scenario"] == "all"][values].reset_index(drop=True)
+    dropped = []
+    for scenario in table["scenario"].unique():
+        if scenario == "all":
+            continue
+        rows = table[table["scenario"] == scenario][values].reset_index(drop=True)
+        if rows.shape == reference.shape and rows.equals(reference):
+            dropped.append(str(scenario))
+    return table[~table["scenario"].isin(dropped)].reset_index(drop=True), dropped
+
+
 def curve_plot(runs: pd.DataFrame, measure: str, title: str, scenario: str = "all") -> bytes:
     """PNG of ``measure`` against k, one line per method (the style of paper 1's Figures 3-4
     and paper 2's NDCG curves); error bars are the std over seeds."""
