@@ -5,6 +5,8 @@ baselines match hand-worked scores."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy import sparse
@@ -173,3 +175,20 @@ def test_personal_knn_by_hand():
     data, cold_query, side = hand_data(with_query_user=-1)
     cold = get_recommender("personal_knn")(k=2, use_groups=False, history_weight=0.5).fit(data)
     np.testing.assert_allclose(cold.score(cold_query, side)[0], [86 / 131, 45 / 131, 1 / 3 - 1], rtol=1e-6)
+
+
+def test_a_saved_model_keeps_row_ids_not_the_training_features(clear, tmp_path):
+    data, test, side = clear
+    model = get_recommender("ug_nw")().fit(data)
+    expected = model.score(test, side)
+    features = side.feature("vlad")
+    path = model.save(tmp_path / "ug_nw.model")
+    rows = features[np.unique(data.train.image)]
+    index = model.memory.index
+    assert len(pickle.dumps(index)) - len(pickle.dumps(index.detached())) >= rows.nbytes
+    loaded = get_recommender("ug_nw").load(path)
+    assert not loaded.memory.index.has_features  # given back from SideInfo on first use
+    np.testing.assert_array_equal(loaded.score(test, side), expected)
+    changed = SideInfo(features={"vlad": features * 1.5}, image_groups=side.image_groups)
+    with pytest.raises(ValueError, match="rematerialised after the model"):
+        get_recommender("ug_nw").load(path).score(test, changed)

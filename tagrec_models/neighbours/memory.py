@@ -107,8 +107,20 @@ class NeighbourMemory:
             index=index,
         )
 
+    # A saved model keeps the row ids of its training images, not a copy of their features:
+    # every score call receives the dataset's feature array in SideInfo anyway, and the copy
+    # made each saved neighbour model as large as the feature array (397 MB per seed and model
+    # for openclipart's VLAD codes). ``query_features`` gives the rows back on first use.
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        if self.index.has_features:
+            state["index"] = self.index.detached()
+        return state
+
     def query_features(self, posts: Posts, side: SideInfo) -> np.ndarray:
         features = side.feature(self.feature)
+        if not self.index.has_features:
+            self.index.attach(features[self.image_ids])
         if posts.n_posts and posts.image.max() >= features.shape[0]:
             raise ValueError(
                 f"query posts refer to image {posts.image.max()} but feature {self.feature!r} has {features.shape[0]} rows"

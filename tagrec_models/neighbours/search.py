@@ -50,6 +50,7 @@ compare against.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -174,6 +175,35 @@ class NeighbourIndex:
         state["_nn"] = None
         state["_far"] = None
         return state
+
+    # -- a saved model need not copy the training features (see NeighbourMemory) ------------
+    @property
+    def has_features(self) -> bool:
+        return self.__dict__.get("features") is not None
+
+    def detached(self) -> "NeighbourIndex":
+        """A shallow copy without the training feature rows (kept: their squared-norm sum, to
+        check the rows given back to ``attach``)."""
+        twin = copy.copy(self)
+        twin.__dict__.update(features=None, sq_norms=None, _nn=None, _far=None,
+                             features_sq_sum=float(self.sq_norms.sum()),
+                             features_shape=tuple(self.features.shape))
+        return twin
+
+    def attach(self, features: np.ndarray) -> None:
+        """Give a detached index its training rows back (``features[r]`` = training row r);
+        they must be the rows it was built on."""
+        rows = np.ascontiguousarray(features, dtype=np.float32)
+        sq_norms = np.concatenate([_row_sq(rows[s : s + 8192]) for s in range(0, len(rows), 8192)])
+        if rows.shape != self.features_shape or not np.isclose(
+            sq_norms.sum(), self.features_sq_sum, rtol=1e-6, atol=1e-9
+        ):
+            raise ValueError(
+                f"NeighbourIndex: the training features given back (shape {rows.shape}) are not the "
+                f"ones the model was fitted on (shape {self.features_shape}): the feature asset was "
+                "rematerialised after the model; refit (rematerialise) the model"
+            )
+        self.features, self.sq_norms = rows, sq_norms
 
     def search(
         self,
