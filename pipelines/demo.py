@@ -20,6 +20,7 @@ import pandas as pd
 from pipelines.definitions import defs
 from tagrec_models import reporting
 from tagrec_models.paths import DataHome
+from tagrec_models.preprocess.recipes import PROFILES as RECIPES
 from tagrec_models.recommenders.registry import get_recommender
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
@@ -40,9 +41,14 @@ SUMMARY_COLUMNS = {
 }
 
 
-def run_config(job: dg.JobDefinition, profile: str) -> dict:
-    """Model settings for every model asset of the job."""
-    ops = {}
+def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
+    """Model settings for every model asset of the job; ``recipe`` picks a preprocessing
+    preset (``tagrec_models.preprocess.recipes.PROFILES``) instead of the dataset's own."""
+    ops: dict = {}
+    if recipe:
+        for node in job.graph.node_dict:
+            if node.endswith(("__preprocess", "__splits")):
+                ops[node] = {"config": {"profile": recipe}}
     for node in job.graph.node_dict:
         if "__model_" not in node:
             continue
@@ -88,15 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", action="append", default=[], help="dataset to materialise (repeatable)")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="",
+                        help="preprocessing preset instead of the dataset's own (e.g. nuswide, flickr_ptr)")
+    parser.add_argument("--asset", action="append", default=[],
+                        help="materialise only this asset and what it needs (repeatable), e.g. paper1_results")
     args = parser.parse_args(argv)
     datasets = args.dataset or ["openclipart"]
     instance = dg.DagsterInstance.get()
     for dataset in datasets:
-        job = defs.get_job_def(f"{dataset}_all")
+        job = defs.resolve_job_def(f"{dataset}_all")
+        selection = None
+        if args.asset:
+            wanted = dg.AssetSelection.assets(*(dg.AssetKey([dataset, a]) for a in args.asset))
+            selection = sorted(wanted.upstream().required_multi_asset_neighbors().resolve(defs.resolve_asset_graph()))
         started = time.perf_counter()
-        print(f"tagrec demo: materialising every asset of {dataset} ({args.profile} profile)...", flush=True)
-        result = job.execute_in_process(instance=instance, run_config=run_config(job, args.profile),
-                                        raise_on_error=False)
+        what = f"{', '.join(args.asset)} (and what they need)" if args.asset else "every asset"
+        print(f"tagrec demo: materialising {what} of {dataset} ({args.profile} profile"
+              f"{', recipe ' + args.recipe if args.recipe else ''})...", flush=True)
+        planned = job.get_subset(asset_selection=set(selection)) if selection else job
+        result = job.execute_in_process(instance=instance, run_config=run_config(planned, args.profile, args.recipe),
+                                        raise_on_error=False, asset_selection=selection)
         minutes = (time.perf_counter() - started) / 60
         if not result.success:
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -108,7 +108,7 @@ def test_the_definitions_get_the_byo_group_and_job(byo_home):
     the datasets are found once per process) and builds its whole graph and job."""
     script = (
         "from pipelines.definitions import defs\n"
-        "job = defs.get_job_def('mine_all')\n"
+        "job = defs.resolve_job_def('mine_all')\n"
         "keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}\n"
         "print(job.name, 'mine/skipped_rows' in keys, 'mine/train' in keys, "
         "any(k.startswith('mine/model_') for k in keys))\n"

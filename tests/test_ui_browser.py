@@ -28,7 +28,7 @@ SCREENSHOT = Path(os.environ.get("TAGREC_SCREENSHOT", REPO / ".artifacts" / "ui_
 MATERIALISE = """
 import dagster as dg
 from pipelines.definitions import defs
-job = defs.get_job_def("openclipart_all")
+job = defs.resolve_job_def("openclipart_all")
 recipe = {"core_users": 2, "core_tags": 2, "test_posts": 1, "val_posts": 1}
 upstream = dg.AssetSelection.assets(dg.AssetKey(["openclipart", "train"])).upstream()
 selection = upstream.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())
