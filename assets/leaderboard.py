@@ -7,7 +7,7 @@ import pandas as pd
 
 from assets.common import key, md_table
 from assets.datasets import DatasetSpec
-from assets.models import _needs, _side, _side_ins, _split_ins
+from assets.models import _side, comparison_ins
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.bundle import build_bundle
@@ -22,13 +22,11 @@ SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_std", "f1
 def leaderboard_asset(spec: DatasetSpec, papers: Mapping[str, Sequence[str]]) -> dg.AssetsDefinition:
     methods = list(dict.fromkeys(m for paper_methods in papers.values() for m in paper_methods))
     in_papers = {m: [p for p, ms in papers.items() if m in ms] for m in methods}
-    needs = sorted({n for m in methods for n in _needs(m)})
 
     @dg.asset(
         key=key(spec, "leaderboard"),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, needs),
-             **{f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}},
+        ins=comparison_ins(spec, methods),
         description=(
             "The cross-paper leaderboard, the comparison none of the papers makes: every "
             "method of papers 1-3 (and the beyond-the-paper ones) on the same splits with the "

@@ -58,6 +58,14 @@ def _split_ins(spec: DatasetSpec) -> dict[str, dg.AssetIn]:
     return {part: dg.AssetIn(key(spec, part)) for part in ("train", "val", "test")}
 
 
+def comparison_ins(spec: DatasetSpec, methods: Sequence[str]) -> dict[str, dg.AssetIn]:
+    """The inputs of an asset that evaluates ``methods``: the splits, every side input any of
+    them needs, and each one's model asset (``model_<name>``), which gives it lineage to all."""
+    needs = sorted({n for m in methods for n in _needs(m)})
+    return {**_split_ins(spec), **_side_ins(spec, needs),
+            **{f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}}
+
+
 def _side(bundle, inputs: dict[str, Any]):
     arrays = {name[len("feature_"):]: value for name, value in inputs.items() if name.startswith("feature_")}
     return side_info(bundle, arrays, inputs.get("patches"), inputs.get("photo_groups"))
@@ -111,13 +119,11 @@ def results_asset(
     curve: tuple[str, str] | None,
     description: str,
 ) -> dg.AssetsDefinition:
-    needs = sorted({n for m in methods for n in _needs(m)})
-    model_ins = {f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}
 
     @dg.asset(
         key=key(spec, table_name),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, needs), **model_ins},
+        ins=comparison_ins(spec, methods),
         description=description,
         metadata={"results_table": table_name},
         kinds={"duckdb", "pandas"},
@@ -155,13 +161,10 @@ def results_asset(
 
 
 def ccs_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
-    needs = sorted({n for m in methods for n in _needs(m)})
-
     @dg.asset(
         key=key(spec, "paper3_ccs"),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, needs),
-             **{f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}},
+        ins=comparison_ins(spec, methods),
         description=(
             "Paper 3's Table 1: the cross-modal correlation score CCS@1..20, the running sum of "
             "the canonical correlations of test images and their annotations in each model's "
