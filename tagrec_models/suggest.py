@@ -323,6 +323,7 @@ class Suggester:
         group_names: tuple[str, ...] = ()
         if groups_table is not None:
             _, group_names = group_matrix(groups_table, bundle.vocab)
+        model.prepare(side)  # e.g. a neighbour model's training rows: loading, not answering
         suggester = cls(data=data, bundle=bundle, trained=trained, seed=seed, model=model, reads=reads,
                         side=side, group_names=group_names)
         pixel = [r for r in reads if r in FEATURE_SOURCES or r == "patches"]

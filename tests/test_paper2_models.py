@@ -189,6 +189,9 @@ def test_a_saved_model_keeps_row_ids_not_the_training_features(clear, tmp_path):
     loaded = get_recommender("ug_nw").load(path)
     assert not loaded.memory.index.has_features  # given back from SideInfo on first use
     np.testing.assert_array_equal(loaded.score(test, side), expected)
+    warm = get_recommender("ug_nw").load(path).prepare(side)  # or ahead of time
+    assert warm.memory.index.has_features
+    np.testing.assert_array_equal(warm.score(test, side), expected)
     changed = SideInfo(features={"vlad": features * 1.5}, image_groups=side.image_groups)
     with pytest.raises(ValueError, match="rematerialised after the model"):
         get_recommender("ug_nw").load(path).score(test, changed)

@@ -117,10 +117,14 @@ class NeighbourMemory:
             state["index"] = self.index.detached()
         return state
 
+    def attach_features(self, side: SideInfo) -> None:
+        """Give a loaded (detached) index its training rows back from ``side``."""
+        if not self.index.has_features:
+            self.index.attach(side.feature(self.feature)[self.image_ids])
+
     def query_features(self, posts: Posts, side: SideInfo) -> np.ndarray:
         features = side.feature(self.feature)
-        if not self.index.has_features:
-            self.index.attach(features[self.image_ids])
+        self.attach_features(side)
         if posts.n_posts and posts.image.max() >= features.shape[0]:
             raise ValueError(
                 f"query posts refer to image {posts.image.max()} but feature {self.feature!r} has {features.shape[0]} rows"

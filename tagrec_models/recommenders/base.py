@@ -78,6 +78,12 @@ class Recommender(ABC):
             raise FloatingPointError(f"{self.name} produced non-finite scores")
         return scores
 
+    def prepare(self, side: SideInfo) -> Self:
+        """Take from ``side`` once what every ``score`` call would otherwise take again (a
+        loaded neighbour model's training rows), so that latency-sensitive scoring starts warm.
+        Optional: ``score`` does the same on first use."""
+        return self
+
     def save(self, path: str | Path) -> Path:
         """Write the fitted model to ``path`` atomically (a partial file never replaces a good one)."""
         path = Path(path)

@@ -80,6 +80,10 @@ class NeighbourRecommender(Recommender):
             dense_max_train=cfg.dense_max_train,
         )
 
+    def prepare(self, side: SideInfo) -> "NeighbourRecommender":
+        self.memory.attach_features(side)
+        return self
+
     def score_with_log(self, posts: Posts, side: SideInfo, log: Log | None = None) -> np.ndarray:
         """``score`` (same checks, same result) with progress messages sent to ``log``."""
         self._log = log
