@@ -118,7 +118,10 @@ def results_asset(
     table_fn: TableFn,
     curve: tuple[str, str] | None,
     description: str,
+    bars: Sequence[str] = (),
 ) -> dg.AssetsDefinition:
+    """``curve`` = (measure, title): a measure@k plot per scenario (papers 1 and 2); ``bars``:
+    table columns drawn as grouped bars per method and scenario (paper 3's AP / AR / AF)."""
 
     @dg.asset(
         key=key(spec, table_name),
@@ -155,6 +158,13 @@ def results_asset(
                 path.write_bytes(png)
                 metadata[f"plot_{scenario}"] = dg.MetadataValue.md(reporting.markdown_image(png, f"{measure} {scenario}"))
                 metadata[f"plot_{scenario}_file"] = dg.MetadataValue.path(str(path))
+        for scenario in shown["scenario"].unique() if bars else ():
+            rows = shown[shown["scenario"] == scenario]
+            png = reporting.bar_plot(rows, "method", list(bars), f"{table_name} ({spec.name}, {scenario})")
+            path = out_dir / f"{table_name}_bars_{scenario}.png"
+            path.write_bytes(png)
+            metadata[f"plot_{scenario}"] = dg.MetadataValue.md(reporting.markdown_image(png, f"{table_name} {scenario}"))
+            metadata[f"plot_{scenario}_file"] = dg.MetadataValue.path(str(path))
         return dg.Output(table, metadata=metadata)
 
     return results

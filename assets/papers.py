@@ -66,6 +66,7 @@ def paper_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         "per-label P / R / F1 / N+, for CCA, KCCA, DCCA, JEC, the CCA-based hybrid, and "
         "beyond the paper TagProp and 2PKNN (the strongest annotation methods of DESIGN.md's "
         "Corel5k table, on the same features).",
+        bars=("AP", "AR", "AF", "label_F1"),
     ))
     out.append(ccs_asset(spec, PAPER3_CCS))
     return out

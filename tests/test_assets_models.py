@@ -62,3 +62,7 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
     assert list(leaderboard["rank"]) == list(range(1, len(every_method) + 1))
     assert leaderboard["f1@5"].is_monotonic_decreasing
     assert leaderboard["chosen_on_validation"].sum() == 1
+    plots = {e.asset_key.path[-1]: {k for k in e.materialization.metadata if k.startswith("plot")}
+             for e in result.get_asset_materialization_events()}
+    for table in ("paper1_results", "paper2_results", "paper3_results", "paper3_ccs", "leaderboard"):
+        assert plots[table], f"{table} has no plot in its metadata"
