@@ -28,7 +28,7 @@ from tagrec_models.features.extraction import (
     extract_features,
     load_local_descriptors,
 )
-from tagrec_models.features.vlad import LeakageError, VladConfig, search_stages
+from tagrec_models.features.vlad import LeakageError, VladConfig, codebook_file, codes_name, search_stages
 from tagrec_models.features.single import write_extraction_settings
 from tagrec_models.storage.atomic import write_npy
 
@@ -208,8 +208,8 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         codes = codebook.encode(descriptors[best], log=progress(context))
         out_dir = data_home.home.dataset_dir(spec.name) / "features"
         path = write_npy(codes.astype(np.float32), out_dir / "vlad.npy")
-        codebook.save(out_dir / f"vlad_codebook_{best}.npz")
-        handle = ArrayFile.describe(f"vlad:{best}", path, ids, codes)
+        codebook.save(codebook_file(path, best))
+        handle = ArrayFile.describe(codes_name(best), path, ids, codes)
         maps = pd.DataFrame({"stage": list(search.selection.map_by_stage),
                              f"val_map@{config.retrieval_k}": list(search.selection.map_by_stage.values())})
         yield dg.Output(handle, metadata={

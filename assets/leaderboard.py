@@ -11,7 +11,8 @@ from assets.models import _side, comparison_ins
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.bundle import build_bundle
-from tagrec_models.experiment import evaluate_model
+from tagrec_models.evaluation.selection import SCENARIOS
+from tagrec_models.experiment import evaluate_parts
 from tagrec_models.leaderboard import leaderboard_table
 from tagrec_models.recommenders.registry import get_recommender
 
@@ -45,9 +46,11 @@ def leaderboard_asset(spec: DatasetSpec, papers: Mapping[str, Sequence[str]]) ->
         for method in methods:
             trained = inputs[f"model_{method}"]
             context.log.info(f"leaderboard: evaluating {method} on validation and test")
-            test_runs.append(evaluate_model(trained, bundle, side))
-            if bundle.val.n_posts:
-                val_runs.append(evaluate_model(trained, bundle, side, scenarios=("all",), part="val"))
+            parts = {"test": SCENARIOS, **({"val": ("all",)} if bundle.val.n_posts else {})}
+            runs = evaluate_parts(trained, bundle, side, parts)  # one load of each fit
+            test_runs.append(runs["test"])
+            if "val" in runs:
+                val_runs.append(runs["val"])
         test_frame = pd.concat(test_runs, ignore_index=True)
         val_frame = pd.concat(val_runs, ignore_index=True) if val_runs else test_frame.iloc[0:0]
         table = leaderboard_table(test_frame, val_frame, in_papers,

@@ -8,7 +8,6 @@ manager also writes to ``results.<asset name>`` in DuckDB; the Markdown table an
 in the metadata. The work is ``tagrec_models.neighbours.sweep_tables``.
 """
 
-from pathlib import Path
 from typing import Any, Optional
 
 import dagster as dg
@@ -22,7 +21,7 @@ from tagrec_models import reporting
 from tagrec_models.artifacts import ArrayFile
 from tagrec_models.bundle import align_rows, build_bundle
 from tagrec_models.data import TrainingData
-from tagrec_models.features.vlad import VladCodebook
+from tagrec_models.features.vlad import VladCodebook, codebook_file, stage_of_codes
 from tagrec_models.neighbours.sweep_tables import ablations, cutoff, lambda_table, n_tags_table, selection_measure, stage_table
 from tagrec_models.neighbours.sweeps import LAMBDAS
 from tagrec_models.recommenders.registry import get_recommender
@@ -61,8 +60,8 @@ def _vlad_choice(vlad: ArrayFile) -> tuple[str, VladCodebook]:
     """The stage the ``vlad`` asset chose (its handle is named ``vlad:<stage>``) and the
     codebook it saved beside its codes, whose settings (K, seed, sample size) the stage sweep
     reuses so that each stage's codebook is the one the ``vlad`` asset compared."""
-    stage = vlad.name.partition(":")[2]
-    path = Path(vlad.path).parent / f"vlad_codebook_{stage}.npz"
+    stage = stage_of_codes(vlad.name)
+    path = codebook_file(vlad.path, stage)
     if not stage or not path.exists():
         raise dg.Failure(f"vlad asset {vlad.name!r}: no saved codebook at {path}; rematerialise vlad")
     return stage, VladCodebook.load(path)

@@ -125,39 +125,59 @@ def evaluate_model(
     ``n_posts``, ``fit_seconds`` and ``score_seconds``. Each seed's model scores the posts of
     ``part`` (``"test"``, or ``"val"`` to rank models without looking at test) once; scenarios
     are subsets of them."""
-    if part not in ("test", "val"):
-        raise ValueError(f"part must be 'test' or 'val', got {part!r}")
-    posts = bundle.test if part == "test" else bundle.val
-    if posts.n_posts == 0:
-        raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
-    frames = []
+    return evaluate_parts(trained, bundle, side, {part: scenarios}, k_max=k_max, label_k=label_k)[part]
+
+
+def evaluate_parts(
+    trained: TrainedModel,
+    bundle: SplitBundle,
+    side: SideInfo,
+    parts: Mapping[str, Sequence[str]],
+    k_max: int = 10,
+    label_k: int = 5,
+) -> dict[str, pd.DataFrame]:
+    """``evaluate_model`` for several parts (``{"test": scenarios, "val": scenarios}``) with one
+    load of each seed's model: the runs frame of each part."""
+    posts_of = {}
+    for part in parts:
+        if part not in ("test", "val"):
+            raise ValueError(f"part must be 'test' or 'val', got {part!r}")
+        posts_of[part] = bundle.test if part == "test" else bundle.val
+        if posts_of[part].n_posts == 0:
+            raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
+    frames: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
     for seed, path in sorted(trained.model_paths.items()):
         model = Recommender.load(path)
-        started = time.perf_counter()
-        scores = model.score(posts, side)
-        score_seconds = time.perf_counter() - started
-        for scenario in scenarios:
-            rows = np.flatnonzero(scenario_mask(posts, bundle.train, scenario))
-            truth = posts.tags[rows]
-            if truth.getnnz() == 0:
-                continue  # e.g. no test image is new: no number rather than an invented one
-            frame = metrics_at_k(scores[rows], truth, k_max=k_max).to_frame()
-            labels = per_label_metrics(scores[rows], truth, k=label_k)
-            frame.insert(0, "scenario", scenario)
-            frame.insert(0, "seed", seed)
-            frame["label_precision"] = labels.precision
-            frame["label_recall"] = labels.recall
-            frame["label_f1"] = labels.f1
-            frame["n_plus"] = labels.n_plus
-            frame["n_labels"] = labels.n_labels
-            frame["n_posts"] = len(rows)
-            frame["fit_seconds"] = trained.train_seconds[seed]
-            frame["score_seconds"] = score_seconds
-            frames.append(frame)
-    if not frames:
-        raise ValueError(f"{trained.name}: no {part} post with a true tag in any scenario")
-    out = pd.concat(frames, ignore_index=True)
-    out.insert(0, "method", trained.name)
+        for part, scenarios in parts.items():
+            posts = posts_of[part]
+            started = time.perf_counter()
+            scores = model.score(posts, side)
+            score_seconds = time.perf_counter() - started
+            for scenario in scenarios:
+                rows = np.flatnonzero(scenario_mask(posts, bundle.train, scenario))
+                truth = posts.tags[rows]
+                if truth.getnnz() == 0:
+                    continue  # e.g. no test image is new: no number rather than an invented one
+                frame = metrics_at_k(scores[rows], truth, k_max=k_max).to_frame()
+                labels = per_label_metrics(scores[rows], truth, k=label_k)
+                frame.insert(0, "scenario", scenario)
+                frame.insert(0, "seed", seed)
+                frame["label_precision"] = labels.precision
+                frame["label_recall"] = labels.recall
+                frame["label_f1"] = labels.f1
+                frame["n_plus"] = labels.n_plus
+                frame["n_labels"] = labels.n_labels
+                frame["n_posts"] = len(rows)
+                frame["fit_seconds"] = trained.train_seconds[seed]
+                frame["score_seconds"] = score_seconds
+                frames[part].append(frame)
+    out = {}
+    for part, found in frames.items():
+        if not found:
+            raise ValueError(f"{trained.name}: no {part} post with a true tag in any scenario")
+        runs = pd.concat(found, ignore_index=True)
+        runs.insert(0, "method", trained.name)
+        out[part] = runs
     return out
 
 

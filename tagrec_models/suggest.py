@@ -338,14 +338,14 @@ class Suggester:
         from tagrec_models.features.single import (
             FeatureSettingsError, NewImageFeatures, legacy_settings, read_extraction_settings,
             verify_against_stored)
-        from tagrec_models.features.vlad import VladCodebook
+        from tagrec_models.features.vlad import VladCodebook, codebook_file, stage_of_codes
 
         handles = [*arrays.values(), *([patches] if patches is not None else [])]
         folder = Path(handles[0].path).parent
         codebook = None
         if "vlad" in arrays:
-            stage = arrays["vlad"].name.split(":", 1)[-1]
-            book = Path(arrays["vlad"].path).parent / f"vlad_codebook_{stage}.npz"
+            stage = stage_of_codes(arrays["vlad"].name)
+            book = codebook_file(arrays["vlad"].path, stage)
             if not book.exists():
                 raise SuggestError(f"the VLAD codebook of stage {stage!r} is missing at {book}; "
                                    + materialise_hint(self.data.name, "vlad"))

@@ -452,3 +452,21 @@ def search_stages(
     best = max(maps, key=lambda s: maps[s])  # max keeps the first of equal values
     log(f"vlad: best stage {best!r} (MAP@{k} {maps[best]:.4f})")
     return StageSearch(selection=StageSelection(best=best, map_by_stage=maps, k=k, n_queries=n_queries), codebooks=codebooks)
+
+
+# -- where the vlad asset keeps its codes and codebook (read by the paper-2 sweeps and by
+# `tagrec suggest`, which must encode new images with the same codebook) ---------------------
+def codes_name(stage: str) -> str:
+    """The name of the VLAD codes' ``ArrayFile``: it carries the stage chosen on validation."""
+    return f"vlad:{stage}"
+
+
+def stage_of_codes(name: str) -> str:
+    """Inverse of ``codes_name`` ("" when ``name`` names no stage)."""
+    prefix, _, stage = name.partition(":")
+    return stage if prefix == "vlad" else ""
+
+
+def codebook_file(codes_path: str | Path, stage: str) -> Path:
+    """The codebook of ``stage``, saved beside the codes at ``codes_path``."""
+    return Path(codes_path).parent / f"vlad_codebook_{stage}.npz"
