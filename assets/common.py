@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import dagster as dg
 import pandas as pd
 
 from assets.datasets import DatasetSpec
+from tagrec_models import reporting
 
 
 def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
@@ -44,3 +46,12 @@ def check_result(
 
 def md_table(frame: pd.DataFrame, floatfmt: str = ".4f") -> dg.MetadataValue:
     return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=floatfmt))
+
+
+def plot_metadata(name: str, png: bytes, path: Path, alt: str = "") -> dict[str, dg.MetadataValue]:
+    """Write the plot to ``path`` and return it as metadata: the image inline (``name``) and
+    the file (``<name>_file``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return {name: dg.MetadataValue.md(reporting.markdown_image(png, alt or name.replace("_", " "))),
+            f"{name}_file": dg.MetadataValue.path(str(path))}

@@ -8,7 +8,7 @@ from assets.datasets import DatasetSpec
 from assets.features import feature_assets
 from assets.ingest import ingest_assets
 from assets.leaderboard import leaderboard_asset
-from assets.papers import paper_assets, paper_methods
+from assets.papers import paper_assets
 from assets.preprocess import preprocess_assets
 from assets.splits import split_assets
 from assets.vocabulary import vocabulary_assets
@@ -22,5 +22,5 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *split_assets(spec),
         *feature_assets(spec),
         *paper_assets(spec),
-        leaderboard_asset(spec, paper_methods(spec)),
+        leaderboard_asset(spec),
     ]

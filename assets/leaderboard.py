@@ -1,17 +1,18 @@
 """The per-dataset leaderboard asset: every model asset of the dataset, one table, one plot."""
 
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import dagster as dg
 import pandas as pd
 
-from assets.common import key, md_table
+from assets.common import key, md_table, plot_metadata
 from assets.datasets import DatasetSpec
-from assets.models import _side, comparison_ins
+from assets.inputs import bundle_of, comparison_ins, side_of
+from assets.papers import dataset_methods, shape_of
+from tagrec_models.papers import paper_methods
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
-from tagrec_models.bundle import build_bundle
-from tagrec_models.evaluation.selection import SCENARIOS
+from tagrec_models.evaluation.scenarios import SCENARIOS
 from tagrec_models.experiment import evaluate_parts
 from tagrec_models.leaderboard import leaderboard_table
 from tagrec_models.recommenders.registry import get_recommender
@@ -20,9 +21,10 @@ SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_std", "f1
          "ndcg@10", "map@10", "label_f1@5", "n_plus@5", "train_seconds"]
 
 
-def leaderboard_asset(spec: DatasetSpec, papers: Mapping[str, Sequence[str]]) -> dg.AssetsDefinition:
-    methods = list(dict.fromkeys(m for paper_methods in papers.values() for m in paper_methods))
-    in_papers = {m: [p for p, ms in papers.items() if m in ms] for m in methods}
+def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    methods = dataset_methods(spec)
+    tables = paper_methods(shape_of(spec))
+    in_papers = {m: [paper for paper, members in tables.items() if m in members] for m in methods}
 
     @dg.asset(
         key=key(spec, "leaderboard"),
@@ -40,8 +42,8 @@ def leaderboard_asset(spec: DatasetSpec, papers: Mapping[str, Sequence[str]]) ->
         kinds={"duckdb", "pandas"},
     )
     def leaderboard(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
-        bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
-        side = _side(bundle, inputs)
+        bundle = bundle_of(inputs)
+        side = side_of(bundle, inputs)
         test_runs, val_runs = [], []
         for method in methods:
             trained = inputs[f"model_{method}"]
@@ -56,15 +58,12 @@ def leaderboard_asset(spec: DatasetSpec, papers: Mapping[str, Sequence[str]]) ->
         table = leaderboard_table(test_frame, val_frame, in_papers,
                                   {m: get_recommender(m).personalised for m in methods})
         out_dir = data_home.home.dataset_dir(spec.name) / "results"
-        out_dir.mkdir(parents=True, exist_ok=True)
         png = reporting.bar_plot(table, "method", ["val_f1@5", "f1@5"], f"F1@5 per method ({spec.name})")
-        (out_dir / "leaderboard_f1.png").write_bytes(png)
         metadata: dict[str, Any] = {
             "table": md_table(table[[c for c in SHOWN if c in table.columns]]),
             "chosen_on_validation": str(table.loc[table["chosen_on_validation"], "method"].iloc[0])
             if table["chosen_on_validation"].any() else "none (no validation part)",
-            "plot": dg.MetadataValue.md(reporting.markdown_image(png, "F1@5 per method")),
-            "plot_file": dg.MetadataValue.path(str(out_dir / "leaderboard_f1.png")),
+            **plot_metadata("plot", png, out_dir / "leaderboard_f1.png", "F1@5 per method"),
         }
         return dg.Output(table, metadata=metadata)
 

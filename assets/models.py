@@ -7,90 +7,67 @@ inputs (lineage to every one), evaluates each seed's fit on the test posts, writ
 DuckDB (``results.<table>``, one row set per dataset) and shows it as Markdown with a plot.
 """
 
+import inspect
+import warnings
 from typing import Any, Callable, Sequence
 
 import dagster as dg
 import pandas as pd
-from pydantic import Field
 
-from assets.common import key, md_table, progress
+from assets.common import key, md_table, plot_metadata, progress
 from assets.datasets import DatasetSpec
+from assets.inputs import bundle_of, comparison_ins, side_ins, side_of, split_ins
+from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import TrainedModel
-from tagrec_models.bundle import build_bundle
-from tagrec_models.experiment import FEATURE_SOURCES, ccs_runs, evaluate_model, side_info, train_model
+from tagrec_models.experiment import ccs_runs, evaluate_model, train_model
+from tagrec_models.papers import PAPERS
+from tagrec_models.recommenders.base import Recommender
 from tagrec_models.recommenders.registry import get_recommender
 
 
-class ModelSettings(dg.Config):
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="One fit per seed; tables show mean and std over seeds.")
-    grid: str = Field(default="quick", description="'quick': the paper's defaults; 'paper': grid search over the model's paper ranges on validation.")
-    overrides: dict[str, Any] = Field(default_factory=dict, description="Config fields of the model to set (e.g. max_epochs), see the model's docstring.")
-    metric: str = Field(default="f1@5", description="Validation metric of the grid search.")
+def code_reference(model_cls: type[Recommender]) -> dg.CodeReferencesMetadataValue:
+    """The recommender's source file and class line, so the UI opens the code behind the asset."""
+    _, first = inspect.getsourcelines(model_cls)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in Dagster 1.13
+        return dg.CodeReferencesMetadataValue(code_references=[dg.LocalFileCodeReference(
+            file_path=inspect.getsourcefile(model_cls), line_number=first,
+            label=f"{model_cls.__name__} ({model_cls.name})")])
 
 
-def _uses_torch(model_cls) -> bool:
-    import torch
-
-    return any(isinstance(v, torch.nn.Module) or (isinstance(v, type) and issubclass(v, torch.nn.Module))
-               for c in model_cls.__mro__ for v in vars(c).values()) or any(
-        c.__module__.startswith("tagrec_models.recommenders.nn") for c in model_cls.__mro__)
+def _roles(model_cls: type[Recommender]) -> str:
+    if not model_cls.papers:
+        return "Beyond the three papers"
+    return "; ".join(f"{PAPERS[p].title}, {role}" for p, role in model_cls.papers.items())
 
 
-def _needs(name: str) -> tuple[str, ...]:
-    return tuple(get_recommender(name).needs)
-
-
-def _side_ins(spec: DatasetSpec, needs: Sequence[str]) -> dict[str, dg.AssetIn]:
-    ins: dict[str, dg.AssetIn] = {}
-    for need in needs:
-        if need == "patches":
-            ins["patches"] = dg.AssetIn(key(spec, "patches"))
-        elif need == "groups":
-            ins["photo_groups"] = dg.AssetIn(key(spec, "photo_groups"))
-        else:
-            ins[f"feature_{need}"] = dg.AssetIn(key(spec, FEATURE_SOURCES[need]))
-    return ins
-
-
-def _split_ins(spec: DatasetSpec) -> dict[str, dg.AssetIn]:
-    return {part: dg.AssetIn(key(spec, part)) for part in ("train", "val", "test")}
-
-
-def comparison_ins(spec: DatasetSpec, methods: Sequence[str]) -> dict[str, dg.AssetIn]:
-    """The inputs of an asset that evaluates ``methods``: the splits, every side input any of
-    them needs, and each one's model asset (``model_<name>``), which gives it lineage to all."""
-    needs = sorted({n for m in methods for n in _needs(m)})
-    return {**_split_ins(spec), **_side_ins(spec, needs),
-            **{f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods}}
-
-
-def _side(bundle, inputs: dict[str, Any]):
-    arrays = {name[len("feature_"):]: value for name, value in inputs.items() if name.startswith("feature_")}
-    return side_info(bundle, arrays, inputs.get("patches"), inputs.get("photo_groups"))
-
-
-def model_asset(spec: DatasetSpec, name: str, paper: str) -> dg.AssetsDefinition:
+def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
     model_cls = get_recommender(name)
-    doc = (model_cls.__doc__ or "").strip().split("\n\n")[0]
+    # The class's own docstring, else its module's (a model is one file); never a base class's.
+    doc = inspect.cleandoc(model_cls.__dict__.get("__doc__") or inspect.getmodule(model_cls).__doc__ or "")
+    doc = " ".join(doc.split("\n\n")[0].split())
+    Settings = settings_class(model_cls)
 
     @dg.asset(
         key=key(spec, f"model_{name}"),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, _needs(name))},
-        description=f"{paper}: {doc} Hyper-parameters chosen on validation; one fit per seed.",
-        kinds={"pytorch" if _uses_torch(model_cls) else "numpy"},
+        ins={**split_ins(spec), **side_ins(spec, model_cls.needs)},
+        description=(f"{_roles(model_cls)}: {doc} Hyper-parameters chosen on validation; one fit per "
+                     f"seed. Code: `{model_cls.__module__}.{model_cls.__name__}`."),
+        kinds={"pytorch" if model_cls.accelerated else "numpy"},
         # One accelerator: torch training steps queue on the `gpu` pool (dagster.yaml).
-        pool="gpu" if _uses_torch(model_cls) else None,
+        pool="gpu" if model_cls.accelerated else None,
+        metadata={"dagster/code_references": code_reference(model_cls)},
     )
-    def model(context: dg.AssetExecutionContext, config: ModelSettings, data_home: DataHomeResource, **inputs):
-        bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
-        data = bundle.training_data(_side(bundle, inputs))
+    def model(context: dg.AssetExecutionContext, config: Settings, data_home: DataHomeResource, **inputs):
+        bundle = bundle_of(inputs)
+        data = bundle.training_data(side_of(bundle, inputs))
         try:
             trained = train_model(
                 name, spec.name, data, data_home.home.dataset_dir(spec.name) / "models",
-                seeds=config.seeds, grid=config.grid, overrides=config.overrides,
+                seeds=config.seeds, grid=config.grid, overrides=config_values(model_cls, config.params),
                 metric=config.metric, log=progress(context),
             )
         except (KeyError, ValueError) as error:
@@ -132,8 +109,8 @@ def results_asset(
         kinds={"duckdb", "pandas"},
     )
     def results(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
-        bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
-        side = _side(bundle, inputs)
+        bundle = bundle_of(inputs)
+        side = side_of(bundle, inputs)
         runs = []
         for method in methods:
             trained: TrainedModel = inputs[f"model_{method}"]
@@ -150,21 +127,17 @@ def results_asset(
         if same_as_all:
             metadata["scenarios"] = (f"{', '.join(same_as_all)} equals 'all' here (every test image is "
                                      "new: each photo is one post), so only 'all' is shown; DuckDB holds both")
-        if curve is not None:
-            measure, title = curve
-            for scenario in shown["scenario"].unique():
+        for scenario in shown["scenario"].unique():
+            if curve is not None:
+                measure, title = curve
                 png = reporting.curve_plot(runs, measure, f"{title} ({spec.name}, {scenario})", scenario)
-                path = out_dir / f"{table_name}_{measure}_{scenario}.png"
-                path.write_bytes(png)
-                metadata[f"plot_{scenario}"] = dg.MetadataValue.md(reporting.markdown_image(png, f"{measure} {scenario}"))
-                metadata[f"plot_{scenario}_file"] = dg.MetadataValue.path(str(path))
-        for scenario in shown["scenario"].unique() if bars else ():
-            rows = shown[shown["scenario"] == scenario]
-            png = reporting.bar_plot(rows, "method", list(bars), f"{table_name} ({spec.name}, {scenario})")
-            path = out_dir / f"{table_name}_bars_{scenario}.png"
-            path.write_bytes(png)
-            metadata[f"plot_{scenario}"] = dg.MetadataValue.md(reporting.markdown_image(png, f"{table_name} {scenario}"))
-            metadata[f"plot_{scenario}_file"] = dg.MetadataValue.path(str(path))
+                metadata.update(plot_metadata(f"plot_{scenario}", png, out_dir / f"{table_name}_{measure}_{scenario}.png",
+                                              f"{measure} {scenario}"))
+            if bars:
+                rows = shown[shown["scenario"] == scenario]
+                png = reporting.bar_plot(rows, "method", list(bars), f"{table_name} ({spec.name}, {scenario})")
+                metadata.update(plot_metadata(f"plot_{scenario}", png, out_dir / f"{table_name}_bars_{scenario}.png",
+                                              f"{table_name} {scenario}"))
         return dg.Output(table, metadata=metadata)
 
     return results
@@ -184,9 +157,9 @@ def ccs_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
         metadata={"results_table": "paper3_ccs"},
         kinds={"duckdb", "pandas"},
     )
-    def paper3_ccs(context: dg.AssetExecutionContext, **inputs):
-        bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
-        side = _side(bundle, inputs)
+    def paper3_ccs(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
+        bundle = bundle_of(inputs)
+        side = side_of(bundle, inputs)
         runs = pd.concat([ccs_runs(inputs[f"model_{m}"], bundle, side) for m in methods], ignore_index=True)
         summary = runs.groupby(["method", "k"], sort=False)["ccs"].agg(["mean", "std"]).reset_index()
         table = summary.pivot(index="method", columns="k", values="mean")
@@ -198,7 +171,8 @@ def ccs_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
             "ccs", f"CCS@k ({spec.name})")
         # A small dataset has fewer than 20 canonical pairs: show the cut-offs it has.
         shown = table[["method", *(c for c in ("ccs@1", "ccs@5", "ccs@10", "ccs@20") if c in table), "ccs@20_std"]]
+        out_dir = data_home.home.dataset_dir(spec.name) / "results"
         return dg.Output(table, metadata={"table": md_table(shown),
-                                          "plot": dg.MetadataValue.md(reporting.markdown_image(png, "CCS@k"))})
+                                          **plot_metadata("plot", png, out_dir / "paper3_ccs.png", "CCS@k")})
 
     return paper3_ccs

@@ -5,7 +5,7 @@ Each asset fits paper 2's neighbour models on the training posts, chooses its se
 VALIDATION posts, and returns one tidy frame (one row per setting and k; ``val_*`` columns on
 validation posts, ``test_*`` on test posts, ``chosen`` on the validation choice) that the IO
 manager also writes to ``results.<asset name>`` in DuckDB; the Markdown table and the plot are
-in the metadata. The work is ``tagrec_models.neighbours.sweep_tables``.
+in the metadata. The work is ``tagrec_models.studies.sweep_tables``.
 """
 
 from typing import Any, Optional
@@ -14,16 +14,17 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.common import key, md_table, progress
+from assets.common import key, md_table, plot_metadata, progress
 from assets.datasets import DatasetSpec
-from assets.models import _side, _side_ins, _split_ins
+from assets.inputs import bundle_of, side_ins, side_of, split_ins
+from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import ArrayFile
-from tagrec_models.bundle import align_rows, build_bundle
+from tagrec_models.bundle import align_rows
 from tagrec_models.data import TrainingData
 from tagrec_models.features.vlad import VladCodebook, codebook_file, stage_of_codes
-from tagrec_models.neighbours.sweep_tables import ablations, cutoff, lambda_table, n_tags_table, selection_measure, stage_table
-from tagrec_models.neighbours.sweeps import LAMBDAS
+from tagrec_models.studies.sweep_tables import ablations, cutoff, lambda_table, n_tags_table, selection_measure, stage_table
+from tagrec_models.studies.sweeps import LAMBDAS
 from tagrec_models.recommenders.registry import get_recommender
 
 LAMBDA_MODEL = "ug_nw"
@@ -51,8 +52,8 @@ class NTagsSettings(dg.Config):
 def _fit_split(inputs: dict[str, Any]):
     """The bundle, its side information, and training data WITHOUT the validation posts: the
     sweeps fit on training posts and choose on validation posts."""
-    bundle = build_bundle(inputs["train"], inputs["val"], inputs["test"])
-    side = _side(bundle, inputs)
+    bundle = bundle_of(inputs)
+    side = side_of(bundle, inputs)
     return bundle, side, TrainingData(train=bundle.train, side=side)
 
 
@@ -67,15 +68,15 @@ def _vlad_choice(vlad: ArrayFile) -> tuple[str, VladCodebook]:
     return stage, VladCodebook.load(path)
 
 
-def _plot(png: bytes, alt: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(reporting.markdown_image(png, alt))
+def _plot_path(data_home: DataHomeResource, spec: DatasetSpec, name: str):
+    return data_home.home.dataset_dir(spec.name) / "results" / f"{name}.png"
 
 
 def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(spec, "paper2_lambda_sweep"),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, get_recommender(LAMBDA_MODEL).needs)},
+        ins={**split_ins(spec), **side_ins(spec, get_recommender(LAMBDA_MODEL).needs)},
         description=(
             "Paper 2, section 5.2 / Figure 10: eq. 5's lambda (visual share of the neighbour "
             "correlation degree) from 0.1 to 0.9 for UG-NW, fitted on training posts. Per "
@@ -88,7 +89,8 @@ def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         metadata={"results_table": "paper2_lambda_sweep"},
         kinds={"duckdb", "pandas"},
     )
-    def paper2_lambda_sweep(context: dg.AssetExecutionContext, config: LambdaSweepSettings, **inputs):
+    def paper2_lambda_sweep(context: dg.AssetExecutionContext, config: LambdaSweepSettings,
+                            data_home: DataHomeResource, **inputs):
         bundle, side, fit_data = _fit_split(inputs)
         try:
             table = lambda_table(fit_data, bundle.val, bundle.test, side, model=LAMBDA_MODEL, lambdas=config.lambdas,
@@ -109,7 +111,7 @@ def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "chosen_lambda": chosen,
             "chosen_by": f"validation {measure}" + ("" if measure.startswith("neighbour_") else f"@{at_k}"),
             "table": md_table(rows[list(dict.fromkeys(shown))]),
-            "plot": _plot(png, "lambda sweep"),
+            **plot_metadata("plot", png, _plot_path(data_home, spec, "paper2_lambda_sweep"), "lambda sweep"),
             "n_val_posts": bundle.val.n_posts, "n_test_posts": bundle.test.n_posts,
         })
 
@@ -120,7 +122,7 @@ def stage_selection_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(spec, "paper2_stage_selection"),
         group_name=spec.name,
-        ins={**_split_ins(spec), "conv_maps": dg.AssetIn(key(spec, "conv_maps")), "vlad": dg.AssetIn(key(spec, "vlad"))},
+        ins={**split_ins(spec), "conv_maps": dg.AssetIn(key(spec, "conv_maps")), "vlad": dg.AssetIn(key(spec, "vlad"))},
         description=(
             "Paper 2, section 5.1 / Figure 9: which conv stage's VLAD codes find the most "
             "relevant visual neighbours. Per stage a codebook with the vlad asset's settings is "
@@ -134,7 +136,7 @@ def stage_selection_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         kinds={"duckdb", "pandas"},
     )
     def paper2_stage_selection(context: dg.AssetExecutionContext, config: StageSweepSettings,
-                               conv_maps: dict, vlad: ArrayFile, **inputs):
+                               data_home: DataHomeResource, conv_maps: dict, vlad: ArrayFile, **inputs):
         bundle, side, fit_data = _fit_split(inputs)
         vlad_stage, codebook = _vlad_choice(vlad)
         stages = config.stages or list(conv_maps)
@@ -158,7 +160,7 @@ def stage_selection_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "vlad_settings": dg.MetadataValue.json({"n_words": codebook.config.n_words, "seed": codebook.config.seed,
                                                      "max_fit_descriptors": codebook.config.max_fit_descriptors}),
             "table": md_table(rows[["stage", "val_retrieval_map", "val_ndcg", "val_map", "val_f1", "chosen"]]),
-            "plot": _plot(png, "stage selection"),
+            **plot_metadata("plot", png, _plot_path(data_home, spec, "paper2_stage_selection"), "stage selection"),
         })
 
     return paper2_stage_selection
@@ -172,7 +174,7 @@ def n_tags_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key(spec, "paper2_n_tags"),
         group_name=spec.name,
-        ins={**_split_ins(spec), **_side_ins(spec, needs), **lambda_in},
+        ins={**split_ins(spec), **side_ins(spec, needs), **lambda_in},
         description=(
             "Paper 2, section 5.3 / Figure 11: P, R, F1 (and NDCG, MAP) against the number of "
             "recommended tags k = 1..10 for the policies " + ", ".join(models) + ", fitted on "
@@ -183,7 +185,7 @@ def n_tags_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         metadata={"results_table": "paper2_n_tags"},
         kinds={"duckdb", "pandas"},
     )
-    def paper2_n_tags(context: dg.AssetExecutionContext, config: NTagsSettings, **inputs):
+    def paper2_n_tags(context: dg.AssetExecutionContext, config: NTagsSettings, data_home: DataHomeResource, **inputs):
         lambda_sweep: Optional[pd.DataFrame] = inputs.pop("lambda_sweep", None)
         lam = config.lam
         if lam is None and lambda_sweep is not None:
@@ -195,7 +197,7 @@ def n_tags_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         for measure in ("precision", "recall", "f1"):
             wide = table.pivot(index="k", columns="model", values=f"test_{measure}")[list(models)].reset_index()
             png = reporting.lines_plot(wide, "k", list(models), f"Test {measure} against k ({spec.name})", measure)
-            metadata[f"plot_{measure}"] = _plot(png, measure)
+            metadata.update(plot_metadata(f"plot_{measure}", png, _plot_path(data_home, spec, f"paper2_n_tags_{measure}"), measure))
         shown = table[table["k"].isin([1, 3, 5, cutoff(table, config.k_max)])]
         metadata["table"] = md_table(shown[["model", "lam", "k", "val_precision", "val_recall", "val_f1",
                                             "test_precision", "test_recall", "test_f1", "test_ndcg"]])

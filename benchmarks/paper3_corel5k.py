@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from tagrec_models.crossmodal.ccs import ccs_curve
-from tagrec_models.crossmodal.common_space import DMFRFields
+from tagrec_models.recommenders.common_space import DMFRFields
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.data import Posts, SideInfo, TrainingData, Vocabulary
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics

@@ -55,7 +55,7 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
         settings = dict(PROFILES[profile])
         if profile == "quick":
             fields = {f.name: f.default for f in dataclasses.fields(get_recommender(node.split("__model_", 1)[1]).Config)}
-            settings["overrides"] = {
+            settings["params"] = {
                 name: min(cap, fields[name]) for name, cap in QUICK_EPOCH_CAPS.items() if name in fields
             }
         ops[node] = {"config": settings}

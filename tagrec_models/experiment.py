@@ -1,7 +1,7 @@
 """Training and evaluating a registered recommender the way every paper table needs it.
 
 ``train_model``: choose hyper-parameters on VALIDATION (``selection.grid_search``; the grid is
-the model's ``paper_grid`` for full runs, or none for quick ones, where the paper defaults
+the model's ``search_space`` for full runs, or none for quick ones, where the paper defaults
 stand), then fit once per seed and save each fit. ``evaluate_model``: load each seed's fit and
 score the test posts in both of paper 1's scenarios (all posts, new images), one row per
 (seed, scenario, k). Test posts are never seen by ``train_model``.
@@ -21,14 +21,18 @@ from tagrec_models.artifacts import ArrayFile, TrainedModel
 from tagrec_models.bundle import SplitBundle, align_rows
 from tagrec_models.data import SideInfo, TrainingData, group_matrix
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
-from tagrec_models.evaluation.selection import SCENARIOS, grid_search, scenario_mask
+from tagrec_models.evaluation.scenarios import SCENARIOS, scenario_mask
+from tagrec_models.studies.selection import grid_search
 from tagrec_models.recommenders.base import Recommender
-from tagrec_models.recommenders.registry import get_recommender
+from tagrec_models.recommenders.registry import get_recommender, load_model
 
 Log = Callable[[str], None]
 
 # SideInfo feature name -> the array asset that provides it.
 FEATURE_SOURCES = {"ch64": "ch64", "cm225": "cm225", "cnn": "cnn_embedding", "vlad": "vlad"}
+# Every side input a model may declare in ``Recommender.needs`` -> the asset that provides it.
+# A new kind of input is one entry here (and the asset that makes it).
+SIDE_SOURCES = {"patches": "patches", "groups": "photo_groups", **FEATURE_SOURCES}
 
 
 def side_info(
@@ -54,12 +58,21 @@ def side_info(
     return SideInfo(features=features, patches=patch_array, image_groups=groups)
 
 
+def side_info_from(bundle: SplitBundle, provided: Mapping[str, Any]) -> SideInfo:
+    """``side_info`` from the assets of ``SIDE_SOURCES``, keyed by side input name."""
+    unknown = sorted(set(provided) - set(SIDE_SOURCES))
+    if unknown:
+        raise KeyError(f"unknown side input(s) {unknown}; known: {sorted(SIDE_SOURCES)}")
+    features = {name: value for name, value in provided.items() if name in FEATURE_SOURCES}
+    return side_info(bundle, features, provided.get("patches"), provided.get("groups"))
+
+
 def model_grid(model_cls: type[Recommender], grid: str) -> dict[str, list]:
-    """``paper``: the model's own search ranges (``Config.paper_grid``); ``quick``: none."""
+    """``paper``: the model's own search ranges (``Recommender.search_space``); ``quick``: none."""
     if grid == "quick":
         return {}
     if grid == "paper":
-        return dict(getattr(model_cls.Config, "paper_grid", {}) or {})
+        return dict(model_cls.search_space)
     raise ValueError(f"grid must be 'quick' or 'paper', got {grid!r}")
 
 
@@ -147,7 +160,7 @@ def evaluate_parts(
             raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
     frames: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
     for seed, path in sorted(trained.model_paths.items()):
-        model = Recommender.load(path)
+        model = load_model(path)
         for part, scenarios in parts.items():
             posts = posts_of[part]
             started = time.perf_counter()
@@ -185,12 +198,14 @@ def ccs_runs(trained: TrainedModel, bundle: SplitBundle, side: SideInfo, top: in
     """Paper 3's Table 1 for one method: CCS@1..top (the running sum of the held-out
     canonical correlations, ``crossmodal.ccs``) of the test posts projected into each seed's
     common space. One row per (seed, k)."""
+    # Imported here: the CCA family loads torch, which scoring other models never needs.
     from tagrec_models.crossmodal.ccs import ccs_curve
+    from tagrec_models.recommenders.common_space import CommonSpaceRecommender
 
     rows = []
     for seed, path in sorted(trained.model_paths.items()):
-        model = Recommender.load(path)
-        if not hasattr(model, "common_space"):
+        model = load_model(path)
+        if not isinstance(model, CommonSpaceRecommender):
             raise TypeError(f"{trained.name} has no common space: CCS applies to CCA, KCCA and DCCA")
         images, annotations = model.common_space(bundle.test, side)
         for k, value in enumerate(ccs_curve(images, annotations, top=top), start=1):

@@ -35,7 +35,7 @@ from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo, group_matrix
 from tagrec_models.experiment import FEATURE_SOURCES, side_info
 from tagrec_models.paths import DataHome
 from tagrec_models.recommenders.base import Recommender
-from tagrec_models.recommenders.registry import available, get_recommender
+from tagrec_models.recommenders.registry import available, get_recommender, load_model
 
 
 LEADERBOARD = "leaderboard"
@@ -299,7 +299,7 @@ class Suggester:
         if not path.exists():
             raise SuggestError(f"the seed-{seed} fit of {data.name}/model_{model_name} is missing at {path}; "
                                + materialise_hint(data.name, f"model_{model_name}"))
-        model = Recommender.load(path)
+        model = load_model(path)
         if model.n_tags != bundle.vocab.n_tags:
             raise SuggestError(
                 f"{data.name}/model_{model_name} was fitted on {model.n_tags} tags but the current "

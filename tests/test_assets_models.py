@@ -12,7 +12,8 @@ import pytest
 
 from assets.datasets import OPENCLIPART
 from assets.factory import dataset_assets
-from assets.papers import paper_methods
+from assets.papers import dataset_methods, shape_of
+from tagrec_models.papers import paper_methods
 from tagrec_models.recommenders.registry import get_recommender
 from test_assets_pipeline import needs_wordnet, resources
 
@@ -27,10 +28,9 @@ def run_config(sample: Path) -> dict:
         "openclipart__features": {"config": {"stages": ["stage3", "stage5"], "grid": 3}},
         "openclipart__vlad": {"config": {"n_words": 4}},
     }
-    methods = {m for ms in paper_methods(OPENCLIPART).values() for m in ms}
-    for method in methods:
-        overrides = dict(getattr(get_recommender(method), "contract_overrides", {}))
-        ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "overrides": overrides}}
+    for method in dataset_methods(OPENCLIPART):
+        small = dict(get_recommender(method).contract_overrides)
+        ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "params": small}}
     return {"ops": ops}
 
 
@@ -49,7 +49,7 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
     assert result.success, failures[:2]
     assert all(e.passed for e in result.get_asset_check_evaluations())
     with duckdb.connect(str(tmp_path / "tagrec.duckdb"), read_only=True) as con:
-        for table, methods in paper_methods(OPENCLIPART).items():
+        for table, methods in paper_methods(shape_of(OPENCLIPART)).items():
             rows = con.execute(
                 f"SELECT DISTINCT method FROM results.{table}_results WHERE dataset = 'openclipart'"
             ).fetchall()
@@ -57,7 +57,7 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
         leaderboard = con.execute(
             "SELECT method, rank, \"val_f1@5\", \"f1@5\", chosen_on_validation FROM results.leaderboard "
             "WHERE dataset = 'openclipart' ORDER BY rank").df()
-    every_method = {m for ms in paper_methods(OPENCLIPART).values() for m in ms}
+    every_method = set(dataset_methods(OPENCLIPART))
     assert set(leaderboard["method"]) == every_method
     assert list(leaderboard["rank"]) == list(range(1, len(every_method) + 1))
     assert leaderboard["f1@5"].is_monotonic_decreasing

@@ -11,7 +11,7 @@ import pytest
 from assets.datasets import OPENCLIPART
 from assets.factory import dataset_assets
 from assets.paper2_sweeps import paper2_sweep_assets
-from tagrec_models.neighbours.sweeps import LAMBDAS
+from tagrec_models.studies.sweeps import LAMBDAS
 from test_assets_pipeline import needs_wordnet, resources
 
 RECIPE = {"core_users": 2, "core_tags": 2, "test_posts": 1, "val_posts": 1}

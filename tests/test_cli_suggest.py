@@ -41,7 +41,7 @@ from tagrec_models.preprocess.assemble import assignments_from_ingest
 from tagrec_models.preprocess.recipes import Recipe
 from tagrec_models.preprocess.splits import split_per_user
 from tagrec_models.recommenders.base import Recommender
-from tagrec_models.recommenders.registry import get_recommender
+from tagrec_models.recommenders.registry import get_recommender, load_model
 from tagrec_models.sources.openclipart import read_openclipart
 from tagrec_models.storage.atomic import write_parquet
 from tagrec_models.storage.duckdb_store import DuckDBStore
@@ -136,7 +136,7 @@ def held_out_photo(built) -> tuple[str, str, int]:
 def dataset_scores(home: Path, model: str, user: int, image: int, built) -> np.ndarray:
     bundle = built["bundle"]
     trained = pickle.loads((home / "datasets" / DATASET / "objects" / f"model_{model}.pkl").read_bytes())
-    fitted = Recommender.load(trained.model_paths[0])
+    fitted = load_model(trained.model_paths[0])
     posts = Posts(user=np.array([user]), image=np.array([image]),
                   tags=bundle.test.tags[:1] * 0, n_users=bundle.vocab.n_users, n_images=bundle.vocab.n_images)
     return fitted.score(posts, built["side"])[0]
@@ -385,8 +385,8 @@ def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample)
         "openclipart__splits": {"config": recipe},
         "openclipart__features": {"config": {"stages": ["stage3", "stage5"], "grid": 3, "device": "cpu"}},
         "openclipart__vlad": {"config": {"n_words": 4}},
-        **{f"openclipart__model_{m}": {"config": {"seeds": [0], "overrides": dict(
-            getattr(get_recommender(m), "contract_overrides", {}))}} for m in models},
+        **{f"openclipart__model_{m}": {"config": {"seeds": [0], "params": dict(
+            get_recommender(m).contract_overrides)}} for m in models},
     }
     selection = dg.AssetSelection.assets(*[dg.AssetKey([DATASET, f"model_{m}"]) for m in models]).upstream().required_multi_asset_neighbors()
     result = dg.materialize(dataset_assets(OPENCLIPART), selection=selection, resources=resources(tmp_path),

@@ -8,7 +8,7 @@ def test_quick_profile_caps_epochs_and_keeps_three_seeds():
     ops = run_config(defs.resolve_job_def("openclipart_all"), "quick")["ops"]
     cnn_permlp = ops["openclipart__model_cnn_permlp"]["config"]
     assert cnn_permlp["seeds"] == [0, 1, 2]
-    assert cnn_permlp["overrides"]["max_epochs"] == QUICK_EPOCH_CAPS["max_epochs"]
+    assert cnn_permlp["params"]["max_epochs"] == QUICK_EPOCH_CAPS["max_epochs"]
     assert "openclipart__preprocess" not in ops  # the dataset's own recipe
 
 

@@ -12,17 +12,14 @@ from scipy import sparse
 
 from tagrec_models.data import UNKNOWN_USER, Posts, TrainingData
 from tagrec_models.evaluation.metrics import metrics_at_k
-from tagrec_models.evaluation.selection import (
+from tagrec_models.evaluation.scenarios import metric_value, new_image_mask, parse_metric, scenario_posts
+from tagrec_models.studies.selection import (
     evaluate,
     evaluate_scenarios,
     expand_grid,
     grid_search,
-    metric_value,
     multi_seed,
-    new_image_mask,
-    parse_metric,
     run_seeds,
-    scenario_posts,
 )
 from tagrec_models.recommenders import get_recommender
 
@@ -131,8 +128,8 @@ def test_grid_search_never_runs_without_validation_and_checks_its_grid(data):
 
 
 def test_expand_grid_covers_the_paper_grid_in_order():
-    config_cls = get_recommender("cnn_permlp").Config
-    configs = expand_grid(config_cls(), config_cls.paper_grid)
+    model_cls = get_recommender("cnn_permlp")
+    configs = expand_grid(model_cls.Config(), model_cls.search_space)
     assert len(configs) == 27  # 3 conv rates x 3 FC rates x 3 L2 values (paper 1, section 4.2)
     assert (configs[0].lr_conv, configs[0].lr_fc, configs[0].l2) == (1e-3, 1e-2, 0.0)
     assert (configs[1].lr_conv, configs[1].lr_fc, configs[1].l2) == (1e-3, 1e-2, 1e-4)

@@ -13,8 +13,8 @@ from paper2_data import known_signal
 from tagrec_models import reporting
 from tagrec_models.data import TrainingData
 from tagrec_models.features.vlad import VladConfig, search_stages
-from tagrec_models.neighbours.sweep_tables import ablations, best_lambda, lambda_table, n_tags_table, selection_measure, stage_table
-from tagrec_models.neighbours.sweeps import LAMBDAS, METRIC_COLUMNS
+from tagrec_models.studies.sweep_tables import ablations, best_lambda, lambda_table, n_tags_table, selection_measure, stage_table
+from tagrec_models.studies.sweeps import LAMBDAS, METRIC_COLUMNS
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from scipy import sparse
 
 from paper2_data import known_signal
 from tagrec_models.data import Posts, SideInfo, TrainingData
-from tagrec_models.neighbours.sweeps import (
+from tagrec_models.studies.sweeps import (
     LAMBDAS,
     METRIC_COLUMNS,
     best_value,

@@ -109,7 +109,7 @@ def test_more_words_than_tags_is_capped():
 
 
 def test_dmfr_views_and_reuse_checks():
-    from tagrec_models.crossmodal.common_space import DMFRFields
+    from tagrec_models.recommenders.common_space import DMFRFields
 
     annotations = two_topics(60)
     rows = np.repeat(np.arange(60), 3)

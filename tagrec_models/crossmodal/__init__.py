@@ -9,7 +9,8 @@ The pieces, each usable on its own:
 * ``dmfr``: the two views together (the paper's Deep Multimodal Feature Representation);
 * ``cca``, ``kcca``, ``dcca``: linear, kernel and deep CCA (eqs. 3-8) into a common space;
 * ``ccs``: the cross-modal correlation score of Table 1;
-* ``transfer`` and ``common_space``: tag recommendation by similarity in the common space,
+* ``transfer``: tag recommendation by similarity in the common space (the recommender base
+  ``tagrec_models.recommenders.common_space.CommonSpaceRecommender`` uses it),
   shared by the registered ``cca``, ``kcca``, ``dcca`` and ``cca_knn`` recommenders.
 
 Nothing here imports Dagster.

@@ -2,7 +2,7 @@
 
 ``similarity`` holds the equations, ``search`` the batched exact top-k search (dense BLAS or a
 scikit-learn index, plus the brute-force reference), ``memory`` what a lazy neighbour model
-keeps from training, and ``sweeps`` (import it directly) the parameter studies of section 5.
+keeps from training, and paper 2's parameter studies of section 5 live in ``tagrec_models.studies.sweeps``.
 """
 
 from tagrec_models.neighbours.memory import NeighbourMemory

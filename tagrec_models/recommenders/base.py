@@ -5,6 +5,12 @@ side information); ``score(posts, side) -> float32 [n_posts, n_tags]`` gives a r
 for every tag of every post (higher is more relevant; only the order within a row matters);
 ``save(path)`` / ``load(path)`` round-trip a fitted model so that scores are identical.
 Hyper-parameters arrive as a typed, frozen dataclass (``Config``), seed included.
+
+Everything the pipeline needs to know about a model is declared on its class, in its one file
+(``Recommender``'s class attributes below): which papers' tables it belongs to, what side
+information it reads, its search space, whether it trains on an accelerator, and small
+settings for the contract test. ``assets/`` builds every model asset, paper table and
+leaderboard row from these declarations and the registry, with no list to edit.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import pickle
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, Callable, ClassVar, Mapping, Self, Sequence
 
 import numpy as np
 
@@ -25,24 +31,60 @@ class RecommenderConfig:
     """Base of every model's config; ``seed`` drives all randomness of ``fit``."""
 
     seed: int = 0
+    """Drives all randomness of ``fit`` (Python, NumPy and torch; ``seeding.seed_everything``)."""
 
 
 class NotFittedError(RuntimeError):
     pass
 
 
+Log = Callable[[str], None]
+
+# The role a model plays in a paper's table, in the order the table lists them.
+PAPER_ROLES = ("proposed", "ablation", "baseline", "beyond")
+
+
 class Recommender(ABC):
     """Base class: subclasses set ``name`` and ``Config`` and implement ``_fit``/``_score``.
 
-    ``needs`` lists what a model reads from ``SideInfo`` (``"patches"``, ``"groups"`` or a
-    feature name) so that the pipeline can check inputs before training, with a clear error.
-    ``personalised`` says whether the model uses the user index at all.
+    Declarations (class attributes), read by the pipeline:
+
+    * ``name``: the registry name (``@register``), also the model asset's name ``model_<name>``.
+    * ``Config``: the frozen hyper-parameter dataclass; every field documented (an attribute
+      docstring under the field, or a ````field``: ...`` bullet in the class docstring), since
+      the launchpad shows these descriptions.
+    * ``papers``: paper key (``"paper1"``, ``"paper2"``, ``"paper3"``) -> the model's role in
+      that paper's table (one of ``PAPER_ROLES``). Empty: the model is in no paper's table but
+      still gets a model asset and a leaderboard row on every dataset that has its inputs.
+    * ``needs``: what it reads from ``SideInfo`` (``"patches"``, ``"groups"`` or a feature
+      name; ``tagrec_models.experiment.SIDE_SOURCES`` says which asset provides each), so the
+      pipeline wires those assets in and checks them first.
+    * ``personalised``: whether it uses the user index at all (a dataset without users does
+      not get it).
+    * ``accelerated``: whether ``fit`` trains with torch and so queues on the ``gpu`` pool.
+    * ``search_space``: config field -> the values a validation search tries (the paper's
+      ranges where it gives them).
+    * ``contract_overrides``: config fields that make the model small and fast enough for the
+      shared contract test.
+    * ``scoring_fields``: config fields that change scoring only, so a fitted model can be
+      re-scored with other values without a refit (``crossmodal.retune.Retunable``).
+
+    Optional hooks: ``set_log`` (progress lines of long ``fit``/``score`` loops) and
+    ``prepare`` (warm a loaded model). Capabilities beyond the contract live on documented
+    intermediate bases: ``NeighbourRecommender.neighbours`` (paper 2's sweeps) and
+    ``CommonSpaceRecommender.common_space`` (paper 3's CCS).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[RecommenderConfig]] = RecommenderConfig
+    papers: ClassVar[Mapping[str, str]] = {}
     needs: ClassVar[tuple[str, ...]] = ()
     personalised: ClassVar[bool] = False
+    accelerated: ClassVar[bool] = False
+    search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    contract_overrides: ClassVar[Mapping[str, Any]] = {}
+    scoring_fields: ClassVar[frozenset[str]] = frozenset()
+    log: Log | None = None
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
         base = config if config is not None else self.Config()
@@ -78,6 +120,12 @@ class Recommender(ABC):
             raise FloatingPointError(f"{self.name} produced non-finite scores")
         return scores
 
+    def set_log(self, log: Log | None) -> Self:
+        """Send progress lines of ``fit`` and ``score`` (one per epoch or batch, where a model
+        has such loops) to ``log``; ``None`` silences them. Never saved with the model."""
+        self.log = log
+        return self
+
     def prepare(self, side: SideInfo) -> Self:
         """Take from ``side`` once what every ``score`` call would otherwise take again (a
         loaded neighbour model's training rows), so that latency-sensitive scoring starts warm.
@@ -95,15 +143,17 @@ class Recommender(ABC):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recommender":
+    def load(cls, path: str | Path) -> Self:
+        """Load a fit of this very class; ``registry.load_model`` loads a fit of any class."""
         with Path(path).open("rb") as handle:
             state = pickle.load(handle)
-        from tagrec_models.recommenders.registry import get_recommender
+        return cls.from_state(state, path)
 
-        model_cls = get_recommender(state["name"])
-        if cls is not Recommender and not issubclass(model_cls, cls):
-            raise TypeError(f"{path} holds a {state['name']} model, not a {cls.name}")
-        model = model_cls.__new__(model_cls)
+    @classmethod
+    def from_state(cls, state: dict[str, Any], path: str | Path = "<state>") -> Self:
+        if getattr(cls, "name", None) != state.get("name"):
+            raise TypeError(f"{path} holds a {state.get('name')!r} model, not a {getattr(cls, 'name', cls.__name__)!r}")
+        model = cls.__new__(cls)
         model._restore(state)
         return model
 
@@ -116,7 +166,8 @@ class Recommender(ABC):
 
     def _state(self) -> dict[str, Any]:
         """Everything needed to score again; torch models override to store state_dicts."""
-        return {"name": self.name, "attributes": dict(self.__dict__)}
+        attributes = {k: v for k, v in self.__dict__.items() if k != "log"}
+        return {"name": self.name, "attributes": attributes}
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state["attributes"])

@@ -101,6 +101,7 @@ class ChBpMll(_BpMll):
     """CH-BPMLL: BP-MLL on the 64-bin colour histogram (``"ch64"``)."""
 
     name = "ch_bpmll"
+    papers = {"paper1": "baseline"}
     input_kind = "ch64"
     needs = ("ch64",)
 
@@ -110,5 +111,6 @@ class Cm55BpMll(_BpMll):
     """CM55-BPMLL: BP-MLL on the 225-d block-wise colour moments (``"cm225"``)."""
 
     name = "cm55_bpmll"
+    papers = {"paper1": "baseline"}
     input_kind = "cm225"
     needs = ("cm225",)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import sparse
 
 from tagrec_models.crossmodal.cca import CCAConfig, LinearCCA
-from tagrec_models.crossmodal.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.recommenders.registry import register
 
@@ -39,6 +39,7 @@ class CCARecommenderConfig(DMFRFields):
 @register
 class CCARecommender(CommonSpaceRecommender):
     name = "cca"
+    papers = {"paper3": "baseline"}
     Config = CCARecommenderConfig
     contract_overrides = {"ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5}
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from scipy import sparse
 
-from tagrec_models.crossmodal.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
 from tagrec_models.crossmodal.dcca import DCCAConfig, DeepCCA
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.recommenders.registry import register
@@ -36,13 +36,19 @@ class DCCARecommenderConfig(DMFRFields):
     out_dim: int = 50
     """D_o, the common-space size."""
     dcca_activation: str = "sigmoid"
+    """Activation of the DCCA networks' hidden layers (paper 3: sigmoid)."""
     objective: Literal["squared_deficit", "trace_norm"] = "squared_deficit"
     """'squared_deficit' = eq. 6; 'trace_norm' = Andrew et al.'s -sum of correlations."""
     r_v: float = 1e-4
+    """Ridge r_v added to the visual covariance in the correlation objective (paper 3, eq. 7)."""
     r_s: float = 1e-4
+    """Ridge r_s added to the semantic covariance in the correlation objective (paper 3, eq. 7)."""
     dcca_epochs: int = 100
+    """DCCA training epochs (early stopping on validation correlation may end sooner)."""
     dcca_batch_size: int = 800
+    """Pairs per DCCA mini-batch (the correlation is estimated on each batch)."""
     dcca_lr: float = 1e-3
+    """DCCA Adam learning rate."""
     dcca_weight_decay: float = 1e-2
     """Adam's L2 penalty: chosen on Corel5k validation (1e-5 overfits: training correlations of
     0.96-0.99 with a held-out first pair near 0.1)."""
@@ -71,6 +77,7 @@ class DCCARecommenderConfig(DMFRFields):
 @register
 class DCCARecommender(CommonSpaceRecommender):
     name = "dcca"
+    papers = {"paper3": "proposed"}
     Config = DCCARecommenderConfig
     contract_overrides = {
         "ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5,

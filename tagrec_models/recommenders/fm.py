@@ -117,6 +117,7 @@ class FmNetwork(nn.Module):
 @register
 class FactorisationMachine(FactorisationRecommender):
     name = "fm"
+    papers = {"paper1": "baseline"}
     Config = FmConfig
     personalised = True
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}

@@ -59,6 +59,7 @@ class JECConfig(RecommenderConfig):
 @register
 class JEC(Recommender):
     name = "jec"
+    papers = {"paper3": "baseline"}
     Config = JECConfig
     needs = ("cnn",)
     personalised = False

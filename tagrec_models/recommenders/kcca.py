@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import sparse
 
-from tagrec_models.crossmodal.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.crossmodal.kcca import KCCAConfig, KernelCCA
 from tagrec_models.recommenders.registry import register
@@ -43,6 +43,7 @@ class KCCARecommenderConfig(DMFRFields):
 @register
 class KCCARecommender(CommonSpaceRecommender):
     name = "kcca"
+    papers = {"paper3": "baseline"}
     Config = KCCARecommenderConfig
     contract_overrides = {
         "ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5,

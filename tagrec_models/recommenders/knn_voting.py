@@ -44,6 +44,7 @@ class KnnVotingConfig(NeighbourConfig):
 @register
 class KnnVoting(NeighbourRecommender):
     name = "knn_voting"
+    papers = {"paper2": "baseline"}
     Config = KnnVotingConfig
     needs = ("vlad",)
     personalised = False

@@ -13,6 +13,7 @@ from tagrec_models.recommenders.registry import register
 @register
 class MostPopular(Recommender):
     name = "mp"
+    papers = {"paper1": "baseline", "paper3": "baseline"}
 
     def _fit(self, data: TrainingData) -> None:
         self.tag_counts = np.asarray(data.train.tags.sum(axis=0), dtype=np.float32).ravel()

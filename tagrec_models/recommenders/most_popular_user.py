@@ -36,6 +36,7 @@ class MostPopularByUserConfig(RecommenderConfig):
 @register
 class MostPopularByUser(Recommender):
     name = "mp_u"
+    papers = {"paper1": "baseline", "paper2": "baseline"}
     Config = MostPopularByUserConfig
     personalised = True
     contract_overrides: dict = {}

@@ -84,18 +84,6 @@ class NeighbourRecommender(Recommender):
         self.memory.attach_features(side)
         return self
 
-    def score_with_log(self, posts: Posts, side: SideInfo, log: Log | None = None) -> np.ndarray:
-        """``score`` (same checks, same result) with progress messages sent to ``log``."""
-        self._log = log
-        try:
-            return self.score(posts, side)
-        finally:
-            self._log = None
-
-    @property
-    def log(self) -> Log | None:
-        return getattr(self, "_log", None)
-
     def neighbours(self, posts: Posts, side: SideInfo) -> Neighbours:
         """The posts' neighbours exactly as ``score`` chooses them (paper 2, section 4.1)."""
         return self.find_neighbours(posts, side, **self._neighbour_options())

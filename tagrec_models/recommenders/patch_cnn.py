@@ -17,7 +17,7 @@ sizes). Then:
 
 Both: SGD with momentum 0.9, one learning rate for the conv layers (paper grid 1e-3, 1e-4,
 1e-5) and one for the fully-connected layers (1e-2, 1e-4, 1e-5), L2 (0, 1e-4, 1e-5), chosen on
-validation (``paper_grid`` + ``evaluation.selection.grid_search``). Prediction averages the
+validation (``search_space`` + ``studies.selection.grid_search``). Prediction averages the
 scores of the image's patches (eq. 2). Patches are standardised per colour channel with the
 training images' statistics.
 
@@ -28,7 +28,7 @@ Cold start: ``cnn`` ignores users; ``cnn_permlp`` gives a user never seen in tra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,12 +69,6 @@ class CnnPerMlpConfig(PerMlpConfig):
       Flickr-PTR column on 50 px patches; see ``nn.layers.PatchCNN``).
     """
 
-    paper_grid: ClassVar[dict[str, list]] = {
-        "lr_conv": CONV_LEARNING_RATES,
-        "lr_fc": FC_LEARNING_RATES,
-        "l2": L2_VALUES,
-    }
-
     lr_conv: float = 1e-3
     architecture: str = "auto"
     pool_ceil_mode: bool = True
@@ -108,22 +102,22 @@ class CnnConfig(NeuralConfig):
       overshoots the bounded outputs); both are config fields and can be searched.
     """
 
-    paper_grid: ClassVar[dict[str, list]] = {
-        "lr_conv": CONV_LEARNING_RATES,
-        "lr_fc": FC_LEARNING_RATES,
-        "l2": L2_VALUES,
-    }
-
     hidden: int = 128
     loss: str = "bpmll"
     output_activation: str = "tanh"
     lr_conv: float = 1e-3
+    """SGD learning rate of the conv layers (paper 1 grid 1e-3, 1e-4, 1e-5)."""
     lr_fc: float = 1e-3
+    """SGD learning rate of the fully-connected layers (1e-3 by default, see above)."""
     l2: float = 1e-5
+    """L2 regularisation per post (paper 1 grid 0, 1e-4, 1e-5)."""
     momentum: float = 0.9
+    """SGD momentum (0.9, fixed in paper 1)."""
     init_std: float | None = None
     architecture: str = "auto"
+    """Table 2 column of paper 1: 'auto' (by patch size), 'nus-wide' or 'flickr-ptr'."""
     pool_ceil_mode: bool = True
+    """Max-pooling rounds the output size up (Table 2's Flickr-PTR column on 50 px patches)."""
     max_epochs: int = 60
     batch_size: int = 32
     patience: int = 8
@@ -147,6 +141,8 @@ class CnnConfig(NeuralConfig):
 class _PatchModel(PostRecommender):
     input_kind = "patches"
     needs = ("patches",)
+    # Paper 1, section 4.2: the learning rates of the conv and FC layers and L2, on validation.
+    search_space = {"lr_conv": CONV_LEARNING_RATES, "lr_fc": FC_LEARNING_RATES, "l2": L2_VALUES}
     contract_overrides = {"max_epochs": 2, "patience": 0, "eval_batch_size": 16, "torch_threads": 1}
 
     def _trunk(self, patch_size: int) -> PatchCNN:
@@ -177,6 +173,7 @@ class _PatchModel(PostRecommender):
 @register
 class CnnPerMlp(PostBprMixin, _PatchModel):
     name = "cnn_permlp"
+    papers = {"paper1": "proposed"}
     Config = CnnPerMlpConfig
     personalised = True
 
@@ -196,6 +193,7 @@ class CnnPerMlp(PostBprMixin, _PatchModel):
 @register
 class PatchCnn(_PatchModel):
     name = "cnn"
+    papers = {"paper1": "baseline"}
     Config = CnnConfig
     personalised = False
 

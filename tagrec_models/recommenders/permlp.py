@@ -26,7 +26,7 @@ from the image features alone (the non-personal part of eq. 6).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -55,12 +55,7 @@ class PerMlpConfig(NeuralConfig):
     * ``momentum``: SGD momentum (0.9, fixed in the paper).
     * ``init_std``: parameters drawn from N(0, init_std) (Algorithm 1: 0.1); None = PyTorch's.
     * ``standardise``: z-score fixed input features on the training images.
-
-    ``paper_grid`` (a class attribute, not a field) holds the paper's search ranges for
-    ``tagrec_models.evaluation.selection.grid_search``.
     """
-
-    paper_grid: ClassVar[dict[str, list]] = {"lr_fc": FC_LEARNING_RATES, "l2": L2_VALUES}
 
     hidden: int = 128
     output_activation: str = "identity"
@@ -98,6 +93,8 @@ class PostBprMixin:
 class _FeaturePerMlp(PostBprMixin, PostRecommender):
     Config = PerMlpConfig
     personalised = True
+    # Paper 1, section 4.2: the FC learning rate and L2 on validation.
+    search_space = {"lr_fc": FC_LEARNING_RATES, "l2": L2_VALUES}
     contract_overrides = {"max_epochs": 3, "patience": 0, "hidden": 16, "torch_threads": 1}
 
     def _build(self, data) -> tuple[nn.Module, dict[str, Any]]:
@@ -130,6 +127,7 @@ class ChPerMlp(_FeaturePerMlp):
     """CH-PerMLP: the personalised head on the 64-bin colour histogram (``"ch64"``)."""
 
     name = "ch_permlp"
+    papers = {"paper1": "baseline"}
     input_kind = "ch64"
     needs = ("ch64",)
 
@@ -139,6 +137,7 @@ class Cm55PerMlp(_FeaturePerMlp):
     """CM55-PerMLP: the personalised head on the 225-d block-wise colour moments."""
 
     name = "cm55_permlp"
+    papers = {"paper1": "baseline"}
     input_kind = "cm225"
     needs = ("cm225",)
 
@@ -149,5 +148,6 @@ class PtPerMlp(_FeaturePerMlp):
     embedding (``"cnn"``, 1280-d)."""
 
     name = "pt_permlp"
+    papers = {"paper1": "beyond"}
     input_kind = "cnn"
     needs = ("cnn",)

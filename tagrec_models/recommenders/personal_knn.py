@@ -61,6 +61,7 @@ class PersonalKnnConfig(NeighbourConfig):
 @register
 class PersonalKnn(NeighbourRecommender):
     name = "personal_knn"
+    papers = {"paper2": "baseline"}
     Config = PersonalKnnConfig
     needs = ("vlad", "groups")
     contract_overrides = {"k": 5}

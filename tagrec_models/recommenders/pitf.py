@@ -67,6 +67,7 @@ class PitfNetwork(nn.Module):
 @register
 class Pitf(FactorisationRecommender):
     name = "pitf"
+    papers = {"paper1": "baseline"}
     Config = PitfConfig
     personalised = True
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}

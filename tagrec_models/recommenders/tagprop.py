@@ -58,6 +58,7 @@ class TagPropConfig(RecommenderConfig):
     k: int = 200
     """Neighbours (TagProp: 200)."""
     weighting: Literal["distance", "rank"] = "distance"
+    """'distance': neighbour weights from learnt distance combinations (TagProp's distance-based model); 'rank': one learnt weight per neighbour rank."""
     sigmoid: bool = True
     """sigma-ML: a learnt per-tag sigmoid on the neighbour vote."""
     positive_weight: float = 1.0
@@ -67,12 +68,15 @@ class TagPropConfig(RecommenderConfig):
     steps: int = 300
     """Full-batch Adam steps."""
     lr: float = 0.05
+    """Adam learning rate."""
     rare_power: float = 0.0
     """Scoring only: divide p(y_w) by (count_w + rare_smoothing) ** rare_power (0 = off)."""
     rare_smoothing: float = 5.0
+    """Added to a tag's training count before the ``rare_power`` division."""
     chunk: int = 512
     """Query rows per chunk of the distance computation (bounds memory)."""
     device: str = "auto"
+    """'auto' = CUDA when present, else CPU."""
 
 
 class _TagPropParams(torch.nn.Module):
@@ -87,6 +91,8 @@ class _TagPropParams(torch.nn.Module):
 @register
 class TagProp(Retunable, Recommender):
     name = "tagprop"
+    papers = {"paper3": "beyond"}
+    accelerated = True  # the weights are learnt with torch's Adam
     scoring_fields = frozenset({"rare_power", "rare_smoothing"})
     Config = TagPropConfig
     needs = ("cnn",)

@@ -39,6 +39,7 @@ class TwoPKNNConfig(RecommenderConfig):
     """Distances, the two passes' sizes and the prior correction of 2PKNN."""
 
     features: tuple[str, ...] = ("cnn",)
+    """SideInfo features the distances are computed on."""
     distances: tuple[str, ...] = ("cosine", "kl")
     """Base distances, applied to every feature and averaged after scaling."""
     k1: int = 10
@@ -49,6 +50,7 @@ class TwoPKNNConfig(RecommenderConfig):
     rare_power: float = 0.0
     """Divide a tag's score by (count + rare_smoothing) ** rare_power; 0 = off."""
     rare_smoothing: float = 5.0
+    """Added to a tag's training count before the ``rare_power`` division."""
     chunk: int = 256
     """Query rows per chunk (bounds memory)."""
 
@@ -56,6 +58,7 @@ class TwoPKNNConfig(RecommenderConfig):
 @register
 class TwoPKNN(Retunable, Recommender):
     name = "two_pknn"
+    papers = {"paper3": "beyond"}
     Config = TwoPKNNConfig
     needs = ("cnn",)
     personalised = False

@@ -133,6 +133,7 @@ class UGNW(WeightedWalk):
     full method)."""
 
     name = "ug_nw"
+    papers = {"paper2": "proposed"}
     needs = ("vlad", "groups")
 
 
@@ -146,6 +147,7 @@ class UGNoNW(WeightedWalk):
     """UG-noNW: groups in the neighbour score, every neighbour weighs 1 in the walk."""
 
     name = "ug_nonw"
+    papers = {"paper2": "ablation"}
     Config = UGNoNWConfig
     needs = ("vlad", "groups")
 
@@ -160,6 +162,7 @@ class NoUGNW(WeightedWalk):
     """noUG-NW: visual neighbours only, weighted by their visual similarity in the walk."""
 
     name = "noug_nw"
+    papers = {"paper2": "ablation"}
     Config = NoUGNWConfig
     needs = ("vlad",)
 
@@ -175,6 +178,7 @@ class NoUGNoNW(WeightedWalk):
     """noUG-noNW: visual neighbours only, unweighted walk."""
 
     name = "noug_nonw"
+    papers = {"paper2": "ablation"}
     Config = NoUGNoNWConfig
     needs = ("vlad",)
 

@@ -116,13 +116,13 @@ class TorchRecommender(Recommender):
     """
 
     Config = NeuralConfig
+    accelerated = True
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.network: nn.Module | None = None
         self.device = pick_device(self.config.device)
         self._build_args: dict[str, Any] = {}
-        self.log: Log | None = None
 
     # -- subclass hooks ---------------------------------------------------------------------
     @abstractmethod
@@ -152,11 +152,6 @@ class TorchRecommender(Recommender):
         """Hook run once the best parameters are in place (e.g. to zero unseen factors)."""
 
     # -- the loop ---------------------------------------------------------------------------
-    def set_log(self, log: Log | None) -> "TorchRecommender":
-        """Send progress lines (one per epoch) to ``log`` during ``fit``."""
-        self.log = log
-        return self
-
     def _fit(self, data: TrainingData) -> None:
         with torch_threads(self.config.torch_threads):
             self._train_loop(data)

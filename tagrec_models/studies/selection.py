@@ -1,12 +1,9 @@
-"""Evaluation scenarios, hyper-parameter search on validation, and multi-seed runs (paper 1,
+"""Hyper-parameter search on validation and multi-seed runs of a recommender (paper 1,
 section 4; DESIGN.md, "Evaluation protocol").
 
-* ``evaluate`` scores posts with a fitted model and computes P/R/F1@1..k_max (eq. 12) with the
-  other ranking metrics of ``metrics.metrics_at_k``.
-* Two test scenarios, as in paper 1's Figures 3 and 4: ``"all"`` test posts, and
-  ``"new_images"``, the test posts whose image occurs in no training post (the factorisation
-  models know nothing about such an image). On Flickr-style data every image belongs to one
-  post, so every test image is new and the two scenarios coincide.
+* ``evaluate`` scores posts with a fitted model and computes P/R/F1@1..k_max (paper 1, eq. 12)
+  with the other ranking metrics of ``metrics.metrics_at_k``; ``evaluate_scenarios`` does so
+  per test scenario (``tagrec_models.evaluation.scenarios``).
 * ``grid_search`` fits one model per point of a grid and ranks them by a metric on the
   VALIDATION posts of ``TrainingData`` (never on test). Models with early stopping also use
   the validation posts to pick their epoch: the chosen configuration's validation score is
@@ -28,36 +25,10 @@ import pandas as pd
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.evaluation.metrics import AtK, metrics_at_k
+from tagrec_models.evaluation.scenarios import METRICS, SCENARIOS, metric_value, parse_metric, scenario_mask
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 
 Log = Callable[[str], None]
-
-SCENARIOS = ("all", "new_images")
-METRICS = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map")
-_ALIASES = {"p": "precision", "prec": "precision", "r": "recall", "f": "f1", "f1": "f1"}
-
-
-# -- scenarios --------------------------------------------------------------------------------
-def new_image_mask(test: Posts, train: Posts) -> np.ndarray:
-    """Bool per test post: its image occurs in no training post (Figure 4's "new images")."""
-    seen = np.zeros(max(test.n_images, train.n_images, 1), dtype=bool)
-    seen[train.image] = True
-    return ~seen[test.image]
-
-
-def scenario_mask(test: Posts, train: Posts, scenario: str) -> np.ndarray:
-    """Bool per test post: does it belong to ``scenario`` (``"all"`` or ``"new_images"``)."""
-    if scenario == "all":
-        return np.ones(test.n_posts, dtype=bool)
-    if scenario == "new_images":
-        return new_image_mask(test, train)
-    raise ValueError(f"unknown scenario {scenario!r}; choose one of {SCENARIOS}")
-
-
-def scenario_posts(test: Posts, train: Posts, scenario: str) -> Posts:
-    """The test posts of ``scenario`` (``"all"`` returns ``test`` itself)."""
-    mask = scenario_mask(test, train, scenario)
-    return test if mask.all() and scenario == "all" else test.subset(np.flatnonzero(mask))
 
 
 def evaluate(model: Recommender, posts: Posts, side: SideInfo | None = None, k_max: int = 10) -> AtK:
@@ -90,27 +61,6 @@ def evaluate_scenarios(
     return out
 
 
-# -- metrics by name --------------------------------------------------------------------------
-def parse_metric(metric: str) -> tuple[str, int]:
-    """``"f1@5"`` -> ``("f1", 5)``; names: precision (p), recall (r), f1, mean_post_f1, ndcg,
-    map."""
-    name, sep, k = metric.strip().lower().partition("@")
-    name = _ALIASES.get(name, name)
-    if not sep or name not in METRICS or not k.isdigit() or int(k) < 1:
-        raise ValueError(
-            f"metric {metric!r} is not of the form NAME@K with NAME in {METRICS} and K >= 1"
-        )
-    return name, int(k)
-
-
-def metric_value(result: AtK, metric: str) -> float:
-    name, k = parse_metric(metric)
-    values = getattr(result, name)
-    if k > len(values):
-        raise ValueError(f"metric {metric!r}: only {len(values)} cutoffs were computed")
-    return float(values[k - 1])
-
-
 # -- grid search ------------------------------------------------------------------------------
 def expand_grid(base_config: RecommenderConfig, grid: dict[str, Iterable[Any]]) -> list[RecommenderConfig]:
     """Every combination of ``grid`` values applied to ``base_config``, in the grid's order
@@ -135,8 +85,7 @@ def expand_grid(base_config: RecommenderConfig, grid: dict[str, Iterable[Any]]) 
 
 def _fit(model_cls: type[Recommender], config: RecommenderConfig, data: TrainingData, log: Log | None):
     model = model_cls(config)
-    if log is not None and hasattr(model, "set_log"):
-        model.set_log(log)
+    model.set_log(log)
     started = time.perf_counter()
     model.fit(data)
     return model, time.perf_counter() - started

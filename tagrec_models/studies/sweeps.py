@@ -38,6 +38,7 @@ from tagrec_models.evaluation.metrics import metrics_at_k
 from tagrec_models.neighbours.memory import NeighbourMemory
 from tagrec_models.neighbours.search import Neighbours
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
+from tagrec_models.recommenders.neighbour_base import NeighbourRecommender
 from tagrec_models.recommenders.registry import get_recommender
 
 Log = Callable[[str], None]
@@ -175,8 +176,8 @@ def neighbour_relevance(
     model: Recommender, posts: Posts, side: SideInfo, relevance: Relevance = "tags"
 ) -> dict[str, float]:
     """Mean AP and mean tag Jaccard of a fitted neighbour model's neighbours for ``posts``."""
-    if not hasattr(model, "neighbours"):
-        raise TypeError(f"neighbour_relevance: {model.name} does not expose its neighbours")
+    if not isinstance(model, NeighbourRecommender):
+        raise TypeError(f"neighbour_relevance: {model.name} is not a NeighbourRecommender, it has no neighbours")
     found = model.neighbours(posts, side)
     memory: NeighbourMemory = model.memory
     return _relevance_stats(found, posts, side, memory, relevance)
@@ -238,7 +239,9 @@ def _relevance_stats(
 
 
 def _score(model: Recommender, posts: Posts, side: SideInfo, log: Log | None) -> np.ndarray:
-    score_with_log = getattr(model, "score_with_log", None)
-    if score_with_log is not None and log is not None:
-        return score_with_log(posts, side, log=log)
-    return model.score(posts, side)
+    """``model.score`` with its progress lines (neighbour batches) sent to ``log``."""
+    model.set_log(log)
+    try:
+        return model.score(posts, side)
+    finally:
+        model.set_log(None)

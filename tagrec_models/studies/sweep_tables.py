@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
-from tagrec_models.evaluation.selection import parse_metric
+from tagrec_models.evaluation.scenarios import parse_metric
 from tagrec_models.features.vlad import VladConfig, fit_codebook
-from tagrec_models.neighbours.sweeps import LAMBDAS, Relevance, best_value, compare_models, sweep_lambda, sweep_stage
+from tagrec_models.studies.sweeps import LAMBDAS, Relevance, best_value, compare_models, sweep_lambda, sweep_stage
 from tagrec_models.recommenders.registry import get_recommender
 from tagrec_models.recommenders.weighted_walk import ABLATIONS
 

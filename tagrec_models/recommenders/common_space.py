@@ -65,6 +65,7 @@ class CommonSpaceConfig(RecommenderConfig):
     rare_power: float = 0.0
     """Divide a tag's score by (count + rare_smoothing) ** rare_power; 0 = off."""
     rare_smoothing: float = 5.0
+    """Added to a tag's training count before the ``rare_power`` division."""
 
 
 @dataclass(frozen=True)
@@ -74,22 +75,31 @@ class DMFRFields(CommonSpaceConfig):
     ae_dim: int = 300
     """Autoencoder code size (paper: 300)."""
     ae_activation: str = "tanh"
+    """Autoencoder hidden activation (``tanh``, ``relu``, ``sigmoid``)."""
     ae_epochs: int = 60
+    """Autoencoder training epochs on the training images."""
     ae_batch_size: int = 128
+    """Autoencoder mini-batch size."""
     ae_lr: float = 1e-3
+    """Autoencoder Adam learning rate."""
     ae_input_dropout: float = 0.0
+    """Dropout on the autoencoder's input (0 = a plain autoencoder, >0 = denoising)."""
     sg_dim: int = 100
     """Skip-gram tag vector size."""
     sg_window: int = 5
     """Skip-gram context window (paper: 5)."""
     sg_negatives: int = 5
+    """Skip-gram negative samples per positive pair (negative sampling, paper 3 eq. 2)."""
     sg_orderings: int = 5
     """Shuffled copies of each annotation fed to skip-gram (a tag set has no order)."""
     sg_epochs: int = 15
+    """Skip-gram training epochs."""
     sg_lr: float = 0.01
+    """Skip-gram learning rate."""
     n_words: int = 100
     """Deep textual words (k-means clusters of tag vectors)."""
     words_l2_bag: bool = False
+    """L2-normalise each annotation's bag of deep textual words."""
     semantic_view: Literal["words", "tags"] = "words"
     """'words' = bag of deep textual words (paper); 'tags' = raw tag vector (ablation)."""
     device: str = "auto"
@@ -130,6 +140,10 @@ class CommonSpaceRecommender(Retunable, Recommender):
     Config: ClassVar[type[RecommenderConfig]] = CommonSpaceConfig
     needs: ClassVar[tuple[str, ...]] = ("cnn",)
     personalised: ClassVar[bool] = False
+    # The DMFR views train a torch autoencoder and skip-gram (and DCCA its networks).
+    accelerated: ClassVar[bool] = True
+    # Whether paper 3's Table 1 (CCS in the common space) reports this model.
+    in_ccs_table: ClassVar[bool] = True
 
     # -- for subclasses -----------------------------------------------------------------------
     @abstractmethod

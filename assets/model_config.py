@@ -1,0 +1,77 @@
+"""Each model asset's launchpad config, generated from its recommender's ``Config`` dataclass:
+every hyper-parameter is a typed field with the description the source gives it
+(``tagrec_models.recommenders.config_docs``), under ``params``, beside the run settings
+(``seeds``, ``grid``, ``metric``).
+"""
+
+import dataclasses
+import types
+import typing
+from functools import cache
+from typing import Any, Literal, Optional, Union
+
+import dagster as dg
+from pydantic import Field, create_model
+
+from tagrec_models.recommenders.base import Recommender
+from tagrec_models.recommenders.config_docs import field_descriptions
+
+
+def _config_type(annotation: Any) -> Any:
+    """The Dagster-config type of a dataclass field type: tuples become lists, a ``Literal``
+    of strings a ``str`` (the dataclass checks the value), ``X | None`` ``Optional[X]``."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is Literal:
+        return type(args[0])
+    if origin is tuple:
+        return list[_config_type(args[0])]
+    if origin in (Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) == 1:
+            return Optional[_config_type(rest[0])]
+    if origin is list:
+        return list[_config_type(args[0])]
+    if annotation in (int, float, str, bool):
+        return annotation
+    raise TypeError(f"config field type {annotation!r} has no launchpad equivalent")
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+@cache
+def settings_class(model: type[Recommender]) -> type[dg.Config]:
+    """``<Name>Settings``: seeds, grid, metric, and ``params`` (one typed field per config field
+    except ``seed``, which ``seeds`` sets per fit)."""
+    config_cls = model.Config
+    hints = typing.get_type_hints(config_cls)
+    described = field_descriptions(config_cls)
+    params: dict[str, Any] = {}
+    for field in dataclasses.fields(config_cls):
+        if field.name == "seed":
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        if isinstance(default, tuple):
+            default = list(default)
+        params[field.name] = (_config_type(hints[field.name]),
+                              Field(default=default, description=described.get(field.name)))
+    params_cls = create_model(f"{_camel(model.name)}Params", __base__=dg.Config, **params)
+    return create_model(
+        f"{_camel(model.name)}Settings",
+        __base__=dg.Config,
+        seeds=(list[int], Field(default=[0, 1, 2], description="One fit per seed; tables show mean and std over seeds.")),
+        grid=(str, Field(default="quick", description="'quick': the config below as it is; 'paper': search the model's search_space on validation around it.")),
+        metric=(str, Field(default="f1@5", description="Validation metric of the search (NAME@K).")),
+        params=(params_cls, Field(default_factory=params_cls, description=(
+            f"Hyper-parameters of {model.name} ({config_cls.__name__}; defaults: the paper's)."))),
+    )
+
+
+def config_values(model: type[Recommender], params: dg.Config) -> dict[str, Any]:
+    """The launchpad's ``params`` as ``Config`` field values (lists back to tuples)."""
+    values = params.model_dump()
+    tuples = {f.name for f in dataclasses.fields(model.Config)
+              if typing.get_origin(typing.get_type_hints(model.Config)[f.name]) is tuple}
+    return {name: tuple(value) if name in tuples else value for name, value in values.items()}
