@@ -30,7 +30,7 @@ TABLES = ("photos", "photo_tags", "photo_groups", "images")
 TABLE_DESCRIPTIONS = {
     "photos": "One row per photo: photo_id, owner, title, date_uploaded, url, license, source.",
     "photo_tags": "Tag assignments as the source gave them (raw_tag) and cleaned (tag).",
-    "photo_groups": "Group memberships (photo_id, group_id, group_name); paper 2's eq. 4 reads them.",
+    "photo_groups": "Group memberships (photo_id, group_id, group_name); paper 2, eq. 4 reads them.",
     "images": "Image files: path, sha256, width, height, status ok/broken with the reason.",
 }
 

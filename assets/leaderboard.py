@@ -34,7 +34,7 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "The cross-paper leaderboard, the comparison none of the papers makes: every "
             "method of papers 1-3 (and the beyond-the-paper ones) on the same splits with the "
             "same metrics: validation F1@5 (to pick a model without looking at test; "
-            "`tagrec suggest` uses it), test F1@1..10 (paper 1 eq. 12), P@5, R@5, NDCG@10 and "
+            "`tagrec suggest` uses it), test F1@1..10 (paper 1, eq. 12), P@5, R@5, NDCG@10 and "
             "MAP@10 (paper 2 section 5.3), per-label F1 and N+ at 5 tags (paper 3's Corel5k "
             "table) and F1@5 on new images; mean over seeds, ranked by test F1@5."
         ),

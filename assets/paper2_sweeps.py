@@ -1,4 +1,4 @@
-"""Paper 2's parameter studies as results assets (issue 5): the VLAD stage (Figure 9), eq. 5's
+"""Paper 2's parameter studies as results assets (issue 5): the VLAD stage (Figure 9), paper 2, eq. 5's
 lambda (Figure 10) and the number of recommended tags (Figure 11).
 
 Each asset fits paper 2's neighbour models on the training posts, chooses its setting on the
@@ -32,7 +32,7 @@ STAGE_MODEL = "noug_nw"
 
 
 class LambdaSweepSettings(dg.Config):
-    lambdas: list[float] = Field(default_factory=lambda: list(LAMBDAS), description="Values of eq. 5's lambda (the visual share of the correlation degree); paper 2: 0.1 to 0.9.")
+    lambdas: list[float] = Field(default_factory=lambda: list(LAMBDAS), description="Values of paper 2, eq. 5's lambda (the visual share of the correlation degree); paper 2: 0.1 to 0.9.")
     metric: str = Field(default="ndcg@10", description="Validation measure that chooses lambda: NAME@K (ndcg, map, f1, precision, recall) or 'neighbour_ap' / 'neighbour_jaccard' (Figure 10's own criterion, the relevance of the neighbours).")
     k_max: int = Field(default=10, description="Metrics at k = 1..k_max recommended tags.")
     relevance: str = Field(default="tags", description="A neighbour is relevant when it shares a 'tags' or a 'groups' entry with the query.")
@@ -78,7 +78,7 @@ def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         group_name=spec.name,
         ins={**split_ins(spec), **side_ins(spec, get_recommender(LAMBDA_MODEL).needs)},
         description=(
-            "Paper 2, section 5.2 / Figure 10: eq. 5's lambda (visual share of the neighbour "
+            "Paper 2, section 5.2 / Figure 10: paper 2, eq. 5's lambda (visual share of the neighbour "
             "correlation degree) from 0.1 to 0.9 for UG-NW, fitted on training posts. Per "
             "(lambda, k): the neighbours' relevance to the query (neighbour_ap, "
             "neighbour_jaccard: Figure 10's quantity, a neighbour is relevant when it shares a "

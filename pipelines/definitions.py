@@ -4,6 +4,7 @@ the resources, one job per dataset, and the Flickr re-crawl schedule (off by def
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -42,10 +43,17 @@ flickr_recrawl_schedule = dg.ScheduleDefinition(
 )
 
 
+def with_code_references(assets: list) -> list:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in Dagster 1.13
+        return list(dg.with_source_code_references(assets))
+
+
 def build_definitions() -> dg.Definitions:
     home = str(default_home())
     return dg.Definitions(
-        assets=[a for spec in DATASETS for a in dataset_assets(spec)],
+        # Every asset links to the code that defines it; a model asset also to its recommender.
+        assets=with_code_references([a for spec in DATASETS for a in dataset_assets(spec)]),
         jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job],
         schedules=[flickr_recrawl_schedule],
         resources={

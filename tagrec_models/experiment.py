@@ -132,7 +132,7 @@ def evaluate_model(
     label_k: int = 5,
     part: str = "test",
 ) -> pd.DataFrame:
-    """One row per (seed, scenario, k): P/R/F1@k (paper 1 eq. 12; paper 3 eqs. 9-11), mean
+    """One row per (seed, scenario, k): P/R/F1@k (paper 1, eq. 12; paper 3, eqs. 9-11), mean
     per-post F1, NDCG and MAP (paper 2, section 5.3), plus the per-label P/R/F1 and N+ at
     ``label_k`` tags (the Corel5k table; the same value on every k row of a scenario),
     ``n_posts``, ``fit_seconds`` and ``score_seconds``. Each seed's model scores the posts of

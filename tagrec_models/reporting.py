@@ -45,7 +45,7 @@ def _order(frame: pd.DataFrame, methods: Sequence[str] | None) -> pd.DataFrame:
 
 
 def paper1_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k_max: int = 10) -> pd.DataFrame:
-    """Paper 1, Figures 3-4 as a table: F1@1..k_max (eq. 12) per method and scenario, with the
+    """Paper 1, Figures 3-4 as a table: F1@1..k_max (paper 1, eq. 12) per method and scenario, with the
     std of F1@5, P@5, R@5, the mean per-post F1@5 (separate column) and training time."""
     summary = seed_summary(runs)
     base = _at(summary, 5)
@@ -80,7 +80,7 @@ def paper2_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k: in
 
 
 def paper3_table(runs: pd.DataFrame, methods: Sequence[str] | None = None, k: int = 5) -> pd.DataFrame:
-    """Paper 3, Table 2 (AP, AR, AF per image at k = 5 tags, eqs. 9-11) beside the classic
+    """Paper 3, Table 2 (AP, AR, AF per image at k = 5 tags, paper 3, eqs. 9-11) beside the classic
     Corel5k per-label P / R / F1 / N+ at the same k."""
     base = _at(seed_summary(runs), k)
     table = pd.DataFrame(index=base.index)

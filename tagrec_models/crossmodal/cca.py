@@ -5,7 +5,7 @@ With centred views ``X [n, dx]`` and ``Y [n, dy]``, the covariances
 whitened cross-covariance ``T = C_xx^{-1/2} C_xy C_yy^{-1/2}`` (the same ``T`` as paper 3,
 eq. 5, whose exponents lost their minus signs). With the SVD ``T = U D V'`` the canonical
 correlations are the singular values ``D`` and the projections are ``A = C_xx^{-1/2} U`` and
-``B = C_yy^{-1/2} V`` (eq. 8). The inverse square roots come from a symmetric eigen-
+``B = C_yy^{-1/2} V`` (paper 3, eq. 8). The inverse square roots come from a symmetric eigen-
 decomposition whose eigenvalues are clamped from below, so a rank-deficient view (more
 dimensions than samples) never produces NaNs.
 
@@ -28,9 +28,9 @@ class CCAConfig:
     n_components: int | None = None
     """Number of canonical pairs kept; ``None`` keeps ``min(dx, dy)``."""
     reg_x: float = 1e-3
-    """Ridge on C_xx, relative to the mean variance of X (the paper's r_V, eq. 4)."""
+    """Ridge on C_xx, relative to the mean variance of X (the paper's r_V, paper 3, eq. 4)."""
     reg_y: float = 1e-3
-    """Ridge on C_yy, relative to the mean variance of Y (the paper's r_S, eq. 4)."""
+    """Ridge on C_yy, relative to the mean variance of Y (the paper's r_S, paper 3, eq. 4)."""
     eig_floor: float = 1e-12
     """Eigenvalues of C below ``eig_floor * max eigenvalue`` are clamped to it."""
 

@@ -1,20 +1,20 @@
 """Deep CCA (paper 3, section 3, eqs. 3-8; Andrew et al. 2013).
 
-Two MLPs (eq. 3), ``f_V`` on the visual view and ``f_S`` on the semantic view, are trained so
+Two MLPs (paper 3, eq. 3), ``f_V`` on the visual view and ``f_S`` on the semantic view, are trained so
 that their outputs ``H_V, H_S [n, D_o]`` are maximally correlated. On each mini-batch:
 
-* eq. 4: centred outputs give ``S_VV = H_V'H_V/(n-1) + r_V I``, ``S_SS = ... + r_S I`` and
+* paper 3, eq. 4: centred outputs give ``S_VV = H_V'H_V/(n-1) + r_V I``, ``S_SS = ... + r_S I`` and
   ``S_VS = H_V'H_S/(n-1)``;
-* eq. 5: ``T = S_VV^{-1/2} S_VS S_SS^{-1/2}`` (the paper's exponents lost their minus signs) and
+* paper 3, eq. 5: ``T = S_VV^{-1/2} S_VS S_SS^{-1/2}`` (the paper's exponents lost their minus signs) and
   the total correlation is the trace norm ``||T||_tr = tr((T'T)^{1/2})``, the sum of the
   singular values of ``T`` = the canonical correlations (the paper writes ``||T||_F`` but then
   ``tr(T'T)^{1/2}``, which is Andrew et al.'s trace norm);
-* eq. 6: the loss ``1/2 sum_j (1 - corr_j)^2`` over the ``D_o`` canonical correlations
+* paper 3, eq. 6: the loss ``1/2 sum_j (1 - corr_j)^2`` over the ``D_o`` canonical correlations
   (``objective="squared_deficit"``, the paper's form, read per component because a sum over j
   of one total correlation would not make sense), or Andrew et al.'s ``-sum_j corr_j``
   (``objective="trace_norm"``);
-* eq. 7 is the gradient of that objective, which autograd computes for us;
-* eq. 8: after training, linear CCA on the full training outputs gives the projections
+* paper 3, eq. 7 is the gradient of that objective, which autograd computes for us;
+* paper 3, eq. 8: after training, linear CCA on the full training outputs gives the projections
   ``P = S_VV^{-1/2} U`` and ``Q = S_SS^{-1/2} V`` into the common space.
 
 Numerical care (small batches make ``S`` ill-conditioned): the objective runs in float64; the
@@ -55,7 +55,7 @@ def canonical_correlations(
     eps: float = 1e-9,
     whitening: Whitening = "cholesky",
 ) -> torch.Tensor:
-    """The canonical correlations of two batches of outputs (eqs. 4-5), float64, descending,
+    """The canonical correlations of two batches of outputs (paper 3, eqs. 4-5), float64, descending,
     differentiable. ``h_v``/``h_s`` are ``[n, D_o]`` (rows are samples)."""
     if h_v.ndim != 2 or h_v.shape != h_s.shape:
         raise ValueError(f"DCCA outputs must be 2-d and of equal shape, got {tuple(h_v.shape)} and {tuple(h_s.shape)}")
@@ -98,7 +98,7 @@ def dcca_loss(correlations: torch.Tensor, objective: Objective = "squared_defici
 
 
 def total_correlation(h_v: np.ndarray, h_s: np.ndarray, r_v: float = 1e-4, r_s: float = 1e-4) -> float:
-    """``||T||_tr`` (eq. 5) of two output matrices, as a float (the DCCA objective's value)."""
+    """``||T||_tr`` (paper 3, eq. 5) of two output matrices, as a float (the DCCA objective's value)."""
     with torch.no_grad():
         corr = canonical_correlations(torch.as_tensor(np.asarray(h_v)), torch.as_tensor(np.asarray(h_s)), r_v, r_s)
     return float(corr.sum())
@@ -118,9 +118,9 @@ class DCCAConfig:
     """Hidden non-linearity f (Andrew et al.: sigmoid-shaped)."""
     objective: Objective = "squared_deficit"
     r_v: float = 1e-4
-    """r_V, ridge on S_VV (eq. 4)."""
+    """r_V, ridge on S_VV (paper 3, eq. 4)."""
     r_s: float = 1e-4
-    """r_S, ridge on S_SS (eq. 4)."""
+    """r_S, ridge on S_SS (paper 3, eq. 4)."""
     eps: float = 1e-9
     """Eigenvalue clamp."""
     whitening: Whitening = "cholesky"
@@ -133,7 +133,7 @@ class DCCAConfig:
     patience: int = 10
     """Validation checks without improvement before stopping."""
     final_reg: float = 1e-4
-    """Relative ridge of the final linear CCA on the training outputs (eq. 8)."""
+    """Relative ridge of the final linear CCA on the training outputs (paper 3, eq. 8)."""
     seed: int = 0
     device: str = "auto"
 
@@ -282,7 +282,7 @@ class DeepCCA:
         self.cca = LinearCCA(CCAConfig(reg_x=reg, reg_y=reg)).fit(hv, hs)
 
     def network_outputs(self, x_v: np.ndarray | None = None, x_s: np.ndarray | None = None) -> tuple:
-        """``(H_V, H_S)``: the raw network outputs (before eq. 8), for either view or both."""
+        """``(H_V, H_S)``: the raw network outputs (before paper 3, eq. 8), for either view or both."""
         if self.net_v is None:
             raise RuntimeError("DeepCCA must be fitted first")
         cpu = torch.device("cpu")

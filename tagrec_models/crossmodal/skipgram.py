@@ -37,7 +37,7 @@ class SkipGramConfig:
     window: int = 5
     """Context window (paper: 5)."""
     negatives: int = 5
-    """Negative samples m per (centre, context) pair (eq. 2)."""
+    """Negative samples m per (centre, context) pair (paper 3, eq. 2)."""
     noise_power: float = 0.75
     """Noise distribution P(w) ~ count(w) ** noise_power."""
     orderings: int = 5

@@ -1,4 +1,4 @@
-"""Square image patches for CNN-PerMLP (paper 1, section 4.1 and eq. 2).
+"""Square image patches for CNN-PerMLP (paper 1, section 4.1 and paper 1, eq. 2).
 
 Paper 1: "Images ... were cropped from the aspect ratio retained 75 x 75 for NUS-WIDE or
 50 x 50 for Flickr-PTR into 3 pieces at 3 positions top-left, center and bottom-right". We
@@ -6,7 +6,7 @@ read this as: resize the image, keeping its aspect ratio, so that its *shorter* 
 then cut three ``d x d`` squares at the top-left corner, the centre and the bottom-right corner
 of the resized image. For a landscape image the three squares slide along the width (left,
 middle, right), for a portrait one along the height; for a square image they coincide, which
-is what the recipe gives. The model averages its tag scores over the patches (eq. 2).
+is what the recipe gives. The model averages its tag scores over the patches (paper 1, eq. 2).
 """
 
 from __future__ import annotations

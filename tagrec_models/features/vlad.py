@@ -1,7 +1,7 @@
 """VLAD codes of convolutional local descriptors, and the choice of the stage by retrieval MAP
 (paper 2: Liu Zheng et al. 2020, sections 3.5 and 5.1; VLAD: Jegou et al., CVPR 2010).
 
-Paper 2, section 3.5 (their eq. 1), for the local descriptors f_ij of one layer l:
+Paper 2, section 3.5 (paper 2, eq. 1), for the local descriptors f_ij of one layer l:
 
 1. L2-normalise every local descriptor f_ij.
 2. Learn K visual words c_1..c_K by k-means on the normalised descriptors (K = 100, sec. 5.1).

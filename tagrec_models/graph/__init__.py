@@ -1,4 +1,4 @@
-"""Paper 2, section 4.2: the weighted random walk with restart (eq. 6) on neighbour-tag graphs."""
+"""Paper 2, section 4.2: the weighted random walk with restart (paper 2, eq. 6) on neighbour-tag graphs."""
 
 from tagrec_models.graph.random_walk import (
     NeighbourTagGraph,

@@ -11,11 +11,11 @@ for every edge j -> i. Because every ``w_j <= 1`` the columns of M sum to at mos
 ``d M`` is a contraction and the iteration converges from any start at rate d.
 
 Mass: an image node with ``w_j < 1`` passes on only ``w_j`` of what it holds, so the fixed
-point of eq. 6 as printed sums to less than 1. We report it rescaled to sum to 1 per graph.
+point of paper 2, eq. 6 as printed sums to less than 1. We report it rescaled to sum to 1 per graph.
 That rescaled vector is exactly the stationary distribution of a proper Markov chain in
 which the mass an image node withholds (``1 - w_j`` of its share) jumps back to the restart
 distribution: the extra restart term is proportional to r, so the fixed point is the same
-vector up to a scalar. Rankings are those of eq. 6 either way.
+vector up to a scalar. Rankings are those of paper 2, eq. 6 either way.
 
 The graph built here (``neighbour_tag_graph``), one per query, nodes in this order:
 
@@ -53,7 +53,7 @@ class WalkResult:
 
 def eq6_operator(adjacency: sparse.spmatrix, node_weight: np.ndarray) -> sparse.csr_matrix:
     """``M[i, j] = w_j * A[i, j] / |out(j)|`` from a 0/1 adjacency (``A[i, j] = 1``: an edge
-    j -> i; undirected graphs are symmetric) and the node weights of eq. 6."""
+    j -> i; undirected graphs are symmetric) and the node weights of paper 2, eq. 6."""
     adjacency = sparse.csr_matrix(adjacency, dtype=np.float64)
     n = adjacency.shape[0]
     if adjacency.shape != (n, n):
@@ -76,7 +76,7 @@ def random_walk_with_restart(
     max_iter: int = 1000,
     block_size: int | None = None,
 ) -> WalkResult:
-    """Iterate eq. 6, ``p <- (1 - d) r + d M p``, from ``p = r`` until every graph's L1 change
+    """Iterate paper 2, eq. 6, ``p <- (1 - d) r + d M p``, from ``p = r`` until every graph's L1 change
     is below ``tol``; return each graph's fixed point rescaled to sum to 1.
 
     ``operator`` may hold many graphs on its block diagonal, each ``block_size`` nodes long
@@ -124,7 +124,7 @@ def random_walk_with_restart(
 
 @dataclass(frozen=True)
 class NeighbourTagGraph:
-    """Many queries' graphs on one block diagonal: ``operator`` is eq. 6's M; block q holds
+    """Many queries' graphs on one block diagonal: ``operator`` is paper 2, eq. 6's M; block q holds
     nodes ``[u, neighbour_1..neighbour_k, tag_1..tag_T]`` (``block_size = 1 + k + T``)."""
 
     operator: sparse.csr_matrix
@@ -143,7 +143,7 @@ class NeighbourTagGraph:
 def neighbour_tag_graph(
     neighbours: np.ndarray, weights: np.ndarray, image_tags: sparse.spmatrix
 ) -> NeighbourTagGraph:
-    """Section 4.2.1: each query's weighted neighbour-tag bipartite graph, as eq. 6's operator.
+    """Section 4.2.1: each query's weighted neighbour-tag bipartite graph, as paper 2, eq. 6's operator.
 
     ``neighbours``: ``[Q, k]`` rows of ``image_tags`` (-1 = no neighbour); ``weights``:
     ``[Q, k]`` in [0, 1], each neighbour's w (all ones for the paper's "noNW");
@@ -174,7 +174,7 @@ def neighbour_tag_graph(
     out_node = 1.0 + np.bincount(row, minlength=len(qq))
     out_tag = np.bincount(tag_node, minlength=n_nodes).astype(np.float64)
 
-    # Edge j -> i carries w_j / |out(j)| (eq. 6); the target's and the tags' w is 1.
+    # Edge j -> i carries w_j / |out(j)| (paper 2, eq. 6); the target's and the tags' w is 1.
     src = np.concatenate([target, node, node[row], tag_node])
     dst = np.concatenate([node, target, tag_node, node[row]])
     val = np.concatenate(
@@ -203,7 +203,7 @@ def walk_tag_scores(
     batch_size: int = 256,
     log: Log | None = None,
 ) -> np.ndarray:
-    """Each query's tag scores: the tag part of its graph's stationary vector (eq. 6, the
+    """Each query's tag scores: the tag part of its graph's stationary vector (paper 2, eq. 6, the
     whole vector summing to 1), ``[Q, n_tags]``.
 
     ``restart_tags`` (``[Q, n_tags]``, rows summing to 1 or all zero) with
@@ -263,4 +263,4 @@ def walk_tag_scores(
 
 def _check_weights(weights: np.ndarray, name: str) -> None:
     if not np.isfinite(weights).all() or (weights < 0).any() or (weights > 1.0 + 1e-12).any():
-        raise ValueError(f"{name}: eq. 6's node weights must lie in [0, 1]")
+        raise ValueError(f"{name}: paper 2, eq. 6's node weights must lie in [0, 1]")

@@ -1,4 +1,4 @@
-"""Paper 2, section 4.1: group-aware visual neighbours (eqs. 2-5), searched exactly in batches.
+"""Paper 2, section 4.1: group-aware visual neighbours (paper 2, eqs. 2-5), searched exactly in batches.
 
 ``similarity`` holds the equations, ``search`` the batched exact top-k search (dense BLAS or a
 scikit-learn index, plus the brute-force reference), ``memory`` what a lazy neighbour model

@@ -1,11 +1,11 @@
-"""Exact top-k neighbour search with paper 2's score (section 4.1, eqs. 2-5), batched.
+"""Exact top-k neighbour search with paper 2's score (section 4.1, paper 2, eqs. 2-5), batched.
 
 For a query image p and every training image x the score is
 
     y(p, x) = lambda * s(p, x) + (1 - lambda) * J(g_p, g_x)  [+ bonus if x is the user's own]
 
-with ``s`` the min-max normalised Euclidean similarity over the *whole* training set (eq. 3)
-and ``J`` the Jaccard coefficient of the group sets (eq. 4). The top k by ``y`` are the
+with ``s`` the min-max normalised Euclidean similarity over the *whole* training set (paper 2, eq. 3)
+and ``J`` the Jaccard coefficient of the group sets (paper 2, eq. 4). The top k by ``y`` are the
 neighbours (ties go to the lower training row, so every back end gives the same answer).
 
 Three back ends, one answer:
@@ -23,7 +23,7 @@ Exactness of the candidate set rests on one observation: a training image that s
 group with the query (and is not the user's own) scores ``lambda * s``, which is at most
 the score of each of the query's m visual nearest neighbours. So the exact top m lies in
 {m visual nearest neighbours} U {images sharing a group} U {the user's own images}; only
-those are scored. ``d_min`` is the nearest neighbour's distance; ``d_max`` (eq. 3 needs the
+those are scored. ``d_min`` is the nearest neighbour's distance; ``d_max`` (paper 2, eq. 3 needs the
 *farthest* training image) comes from the farthest-point search: the blocked back end keeps
 it on the way; the index answers it as a nearest-neighbour query: for codes of equal norm
 (VLAD codes are L2-normalised) the farthest point from q is the nearest to -q; otherwise the
@@ -84,10 +84,10 @@ class Neighbours:
     """The top-k training images of each query, best first.
 
     ``index[q, j]`` is a row of the training table (-1 where a query has fewer than k
-    candidates); ``score`` is eq. 5's correlation degree y (plus any own-image bonus),
-    ``visual`` eq. 3's similarity, ``group`` eq. 4's Jaccard coefficient, ``distance`` eq. 2's
+    candidates); ``score`` is paper 2, eq. 5's correlation degree y (plus any own-image bonus),
+    ``visual`` paper 2, eq. 3's similarity, ``group`` paper 2, eq. 4's Jaccard coefficient, ``distance`` paper 2, eq. 2's
     Euclidean distance; ``d_min``/``d_max`` are each query's extreme distances over the
-    training set (eq. 3's normalisers).
+    training set (paper 2, eq. 3's normalisers).
     """
 
     index: np.ndarray
@@ -220,7 +220,7 @@ class NeighbourIndex:
         batch_size: int = 256,
         log: Log | None = None,
     ) -> Neighbours:
-        """The exact top-k neighbours of each query by eq. 5's score.
+        """The exact top-k neighbours of each query by paper 2, eq. 5's score.
 
         ``use_groups=False`` (or no groups on either side) scores by visual similarity alone
         (the paper's noUG). ``query_images`` (global image indices) keep a query from finding
@@ -547,7 +547,7 @@ class _Lookup:
 @dataclass(frozen=True)
 class _Tables:
     """Per-batch sparse facts about (query, training row) pairs: the query's own image
-    (excluded), shared-group counts (eq. 4's intersections) and the user's own images."""
+    (excluded), shared-group counts (paper 2, eq. 4's intersections) and the user's own images."""
 
     excluded: _Lookup
     inter: _Lookup

@@ -1,10 +1,10 @@
 """Paper 2, section 4.1: the pieces of the neighbour score (Liu Zheng et al. 2020).
 
-* eq. 2: Euclidean distance between the feature vectors (VLAD codes) of two images;
-* eq. 3: min-max normalisation of a query's distances over the training set X, turned into a
+* paper 2, eq. 2: Euclidean distance between the feature vectors (VLAD codes) of two images;
+* paper 2, eq. 3: min-max normalisation of a query's distances over the training set X, turned into a
   visual similarity in [0, 1]: ``s = 1 - (d - d_min) / (d_max - d_min)``;
-* eq. 4: Jaccard coefficient of the two images' group sets, ``|g_p & g_x| / |g_p | g_x|``;
-* eq. 5: the correlation degree ``y = lambda * s + (1 - lambda) * J``;
+* paper 2, eq. 4: Jaccard coefficient of the two images' group sets, ``|g_p & g_x| / |g_p | g_x|``;
+* paper 2, eq. 5: the correlation degree ``y = lambda * s + (1 - lambda) * J``;
 * the top-k scores "normalised to be used as the weight in neighbour voting".
 
 Every function here is vectorised over many (query, candidate) pairs and shared by both
@@ -23,7 +23,7 @@ WeightNormalisation = Literal["sum", "max"]
 
 
 def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Paper 2 eq. 2, row by row: ``||a_i - b_i||_2`` computed from the differences in float64.
+    """Paper 2, eq. 2, row by row: ``||a_i - b_i||_2`` computed from the differences in float64.
 
     Differences (not the ``|a|^2 + |b|^2 - 2ab`` expansion) so that the distances of near
     neighbours carry no cancellation error: these are the values the neighbour scores use.
@@ -36,7 +36,7 @@ def euclidean(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def min_max_similarity(distance: np.ndarray, d_min: np.ndarray, d_max: np.ndarray) -> np.ndarray:
-    """Paper 2 eq. 3: ``1 - (d - d_min) / (d_max - d_min)``, broadcast over the last axis.
+    """Paper 2, eq. 3: ``1 - (d - d_min) / (d_max - d_min)``, broadcast over the last axis.
 
     ``d_min``/``d_max`` are the extreme distances from the query to the whole training set X
     (not only to the neighbours), so the similarity of the nearest training image is 1 and of
@@ -63,7 +63,7 @@ def group_sizes(groups: sparse.csr_matrix) -> np.ndarray:
 
 
 def jaccard_from_counts(intersection: np.ndarray, size_a: np.ndarray, size_b: np.ndarray) -> np.ndarray:
-    """Paper 2 eq. 4 from counts: ``|A & B| / (|A| + |B| - |A & B|)``; 0 when both are empty.
+    """Paper 2, eq. 4 from counts: ``|A & B| / (|A| + |B| - |A & B|)``; 0 when both are empty.
 
     Two images without any group share no group evidence, so their group similarity is 0
     (the paper's formula is 0/0 there).
@@ -76,7 +76,7 @@ def jaccard_from_counts(intersection: np.ndarray, size_a: np.ndarray, size_b: np
 
 
 def jaccard_matrix(groups_a: sparse.csr_matrix, groups_b: sparse.csr_matrix) -> np.ndarray:
-    """Paper 2 eq. 4 for every pair: a dense ``[n_a, n_b]`` matrix of Jaccard coefficients.
+    """Paper 2, eq. 4 for every pair: a dense ``[n_a, n_b]`` matrix of Jaccard coefficients.
 
     ``groups_*`` are binary image x group matrices with the same group columns.
     """
@@ -91,7 +91,7 @@ def jaccard_matrix(groups_a: sparse.csr_matrix, groups_b: sparse.csr_matrix) -> 
 
 
 def correlation(visual: np.ndarray, group: np.ndarray, lam: float) -> np.ndarray:
-    """Paper 2 eq. 5: ``y = lambda * visual + (1 - lambda) * group`` (lambda in [0, 1])."""
+    """Paper 2, eq. 5: ``y = lambda * visual + (1 - lambda) * group`` (lambda in [0, 1])."""
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"correlation: lambda must lie in [0, 1], got {lam}")
     return lam * np.asarray(visual, dtype=np.float64) + (1.0 - lam) * np.asarray(group, dtype=np.float64)

@@ -89,7 +89,7 @@ class DMFRFields(CommonSpaceConfig):
     sg_window: int = 5
     """Skip-gram context window (paper: 5)."""
     sg_negatives: int = 5
-    """Skip-gram negative samples per positive pair (negative sampling, paper 3 eq. 2)."""
+    """Skip-gram negative samples per positive pair (negative sampling, paper 3, eq. 2)."""
     sg_orderings: int = 5
     """Shuffled copies of each annotation fed to skip-gram (a tag set has no order)."""
     sg_epochs: int = 15

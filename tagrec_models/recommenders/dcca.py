@@ -1,10 +1,10 @@
-"""DMFR & DCCA, the paper's model (paper 3, sections 2-3, eqs. 3-8, Fig. 1, Tables 1-2).
+"""DMFR & DCCA, the paper's model (paper 3, sections 2-3, paper 3, eqs. 3-8, Fig. 1, Tables 1-2).
 
 Fit: the DMFR views (autoencoder code of each training image; bag of deep textual words of its
 annotation) feed two MLPs trained to maximise their total canonical correlation
-(``crossmodal.dcca.DeepCCA``: eq. 6 loss with ridges r_V, r_S, float64 objective), with early
+(``crossmodal.dcca.DeepCCA``: paper 3, eq. 6 loss with ridges r_V, r_S, float64 objective), with early
 stopping on the held-out correlation of the validation posts when ``TrainingData.val`` is given;
-linear CCA on the training outputs then gives the common space (eq. 8). Recommend: a new image's
+linear CCA on the training outputs then gives the common space (paper 3, eq. 8). Recommend: a new image's
 code goes through the visual network and P into the common space, is compared by cosine with the
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
 with softmax weights (``crossmodal.common_space``). Not personalised: a cold-start user (-1) gets
@@ -38,7 +38,7 @@ class DCCARecommenderConfig(DMFRFields):
     dcca_activation: str = "sigmoid"
     """Activation of the DCCA networks' hidden layers (paper 3: sigmoid)."""
     objective: Literal["squared_deficit", "trace_norm"] = "squared_deficit"
-    """'squared_deficit' = eq. 6; 'trace_norm' = Andrew et al.'s -sum of correlations."""
+    """'squared_deficit' = paper 3, eq. 6; 'trace_norm' = Andrew et al.'s -sum of correlations."""
     r_v: float = 1e-4
     """Ridge r_v added to the visual covariance in the correlation objective (paper 3, eq. 7)."""
     r_s: float = 1e-4

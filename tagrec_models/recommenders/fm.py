@@ -4,7 +4,7 @@ a BPR pairwise loss; a history-only baseline of paper 1 (section 4.2).
 The input of a (user, image, tag) triple is the concatenation of three one-hot blocks, and
 the model is Rendle 2010, eq. 1:
 ``y(x) = w_0 + sum_j w_j x_j + sum_{j < l} <v_j, v_l> x_j x_l``, computed with the
-O(k n) identity of its eq. 5 on the active indicators. Ranking the tags of one post needs only
+O(k n) identity of Rendle 2010, eq. 5 on the active indicators. Ranking the tags of one post needs only
 the terms that depend on the tag, but ``score_all`` evaluates the full equation (the
 post-constant terms ``w_0 + w_u + w_i + <v_u, v_i>`` included) so that the scores are the FM's
 own predictions.
@@ -98,14 +98,14 @@ class FmNetwork(nn.Module):
         pos_ids, neg_ids = self._tag_ids(pos), self._tag_ids(neg)
         v_pos, v_neg = self.factors(pos_ids), self.factors(neg_ids)
         w_pos, w_neg = self.bias(pos_ids).squeeze(1), self.bias(neg_ids).squeeze(1)
-        # The expansion of eq. 1 in which every tag-independent term cancels.
+        # The expansion of Rendle 2010, eq. 1 in which every tag-independent term cancels.
         diff = (w_pos - w_neg) + ((v_u + v_i) * (v_pos - v_neg)).sum(1)
         factor_sq = sum(x.pow(2).sum() for x in (v_u, v_i, v_pos, v_neg))
         bias_sq = w_pos.pow(2).sum() + w_neg.pow(2).sum()
         return diff, factor_sq, bias_sq
 
     def score_all(self, user: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """``y(u, i, t)`` for every tag: eq. 1 with three active indicators expands to
+        """``y(u, i, t)`` for every tag: Rendle 2010, eq. 1 with three active indicators expands to
         ``w_0 + w_u + w_i + w_t + <v_u, v_i> + <v_u + v_i, v_t>``."""
         w_u, v_u, w_i, v_i = self._active(user, image)
         tag_ids = self._tag_ids(torch.arange(self.n_tags, device=user.device))

@@ -7,7 +7,7 @@ minus the number expected by chance:
     relevance(t, I) = |{J in N_k(I) : t in tags(J)}| - k * |L_t| / |L|
 
 with ``|L_t|`` the training images labelled t and ``|L|`` all training images (Li et al.'s
-prior). Neighbours are ranked by visual similarity alone (eqs. 2-3 with lambda = 1: no
+prior). Neighbours are ranked by visual similarity alone (paper 2, eqs. 2-3 with lambda = 1: no
 groups, no personalisation), and, following Li et al., at most one image per user is taken
 (``distinct_owners``), so a user who uploaded a batch of near-identical photos casts one
 vote. ``k`` is a config field: Li et al. use k = 1000 on millions of images; the default here

@@ -59,7 +59,7 @@ class NeighbourRecommender(Recommender):
     personalised = True
 
     def uses_groups(self) -> bool:
-        """Whether the neighbour score has eq. 4's group term (reads ``SideInfo.image_groups``)."""
+        """Whether the neighbour score has paper 2, eq. 4's group term (reads ``SideInfo.image_groups``)."""
         return bool(getattr(self.config, "use_groups", False))
 
     def _check_side(self, side: SideInfo) -> None:

@@ -2,13 +2,13 @@
 trained end to end on image patches.
 
 Network (Figure 2, Table 2): a patch ``R_i^q`` (``d x d x 3``) goes through three conv layers
-of 10, 30 and 128 kernels with ReLU and two max-pools (eqs. 3-5; kernel sizes and strides from
+of 10, 30 and 128 kernels with ReLU and two max-pools (paper 1, eqs. 3-5; kernel sizes and strides from
 the Table 2 column chosen by patch size: 75 px -> NUS-WIDE, 50 px -> Flickr-PTR, see
 ``nn.layers``), giving ``z_i^q`` whose size is derived from the patch size (128 for both native
 sizes). Then:
 
-* ``cnn_permlp``: the personalised fully-connected layer (eq. 6), one hidden layer of 128 ReLU
-  units and one output per tag (eq. 7), trained with the post-wise BPR criterion (eq. 8) over
+* ``cnn_permlp``: the personalised fully-connected layer (paper 1, eq. 6), one hidden layer of 128 ReLU
+  units and one output per tag (paper 1, eq. 7), trained with the post-wise BPR criterion (paper 1, eq. 8) over
   all relevant tags against N sampled irrelevant ones, one random patch per post per step
   (Algorithm 1; we use mini-batches of posts).
 * ``cnn``: the same conv trunk and a 128-unit hidden layer without the user, trained with the
@@ -18,7 +18,7 @@ sizes). Then:
 Both: SGD with momentum 0.9, one learning rate for the conv layers (paper grid 1e-3, 1e-4,
 1e-5) and one for the fully-connected layers (1e-2, 1e-4, 1e-5), L2 (0, 1e-4, 1e-5), chosen on
 validation (``search_space`` + ``studies.selection.grid_search``). Prediction averages the
-scores of the image's patches (eq. 2). Patches are standardised per colour channel with the
+scores of the image's patches (paper 1, eq. 2). Patches are standardised per colour channel with the
 training images' statistics.
 
 Cold start: ``cnn`` ignores users; ``cnn_permlp`` gives a user never seen in training

@@ -3,16 +3,16 @@ features (paper 1, section 4.2, "the adjusted models ... using low-level feature
 is our addition on the pretrained EfficientNet-Lite0 embedding).
 
 Score of tag ``t`` for user ``u`` and image feature ``z``: the personalised fully-connected
-layer ``psi_j = relu(b_j + w_j^per z_j + V_j kappa_u)`` (eq. 6), then one hidden layer of 128
-ReLU units and one output per tag (eq. 7). Training maximises the post-wise BPR criterion
-(eq. 8) over all relevant tags of a post against ``n_negatives`` irrelevant tags drawn
+layer ``psi_j = relu(b_j + w_j^per z_j + V_j kappa_u)`` (paper 1, eq. 6), then one hidden layer of 128
+ReLU units and one output per tag (paper 1, eq. 7). Training maximises the post-wise BPR criterion
+(paper 1, eq. 8) over all relevant tags of a post against ``n_negatives`` irrelevant tags drawn
 uniformly per post and step (Algorithm 1), with SGD, momentum 0.9 and L2 (section 4.2).
 
 Choices where the paper is silent, all config fields:
 
-* ``output_activation``: eq. 7 puts the rectifier on the output as well; a rectified output
+* ``output_activation``: paper 1, eq. 7 puts the rectifier on the output as well; a rectified output
   ties every tag whose pre-activation is negative at 0 and stops BPR's gradient between them,
-  so the default is ``"identity"`` (``"relu"`` reproduces eq. 7 literally).
+  so the default is ``"identity"`` (``"relu"`` reproduces paper 1, eq. 7 literally).
 * ``n_negatives`` (N): not given in the paper; 10 by default.
 * ``standardise``: z-score the features with the training images' statistics.
 * ``init_std``: Algorithm 1 draws every parameter from N(0, 0.1); we read 0.1 as the standard
@@ -20,7 +20,7 @@ Choices where the paper is silent, all config fields:
 * Mini-batches of posts with summed losses (see ``NeuralConfig``) instead of one post per step.
 
 Cold start: a user never seen in training (index -1) has ``kappa_u = 0``, so its scores come
-from the image features alone (the non-personal part of eq. 6).
+from the image features alone (the non-personal part of paper 1, eq. 6).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class PerMlpConfig(NeuralConfig):
     """Hyper-parameters of the personalised head (paper 1, sections 3.2-3.3 and 4.2).
 
     * ``hidden``: units of the MLP's hidden layer (128).
-    * ``output_activation``: activation of eq. 7's output (``identity``, ``relu``, ``sigmoid``,
+    * ``output_activation``: activation of paper 1, eq. 7's output (``identity``, ``relu``, ``sigmoid``,
       ``tanh``); see the module docstring.
     * ``n_negatives``: N, irrelevant tags drawn per post and step (Algorithm 1, line 7).
     * ``lr_fc``: SGD learning rate of the fully-connected layers (paper grid 1e-2, 1e-4, 1e-5).

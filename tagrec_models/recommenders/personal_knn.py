@@ -10,7 +10,7 @@ the same evidence PSIR is said to use (visual content, image metadata, the user)
 
     score(t) = (1 - alpha) * V(t) + alpha * H_u(t)
 
-* ``V``: weighted neighbour voting over the k neighbours chosen by paper 2's eq. 5 (visual
+* ``V``: weighted neighbour voting over the k neighbours chosen by paper 2, eq. 5 (visual
   similarity + group Jaccard, the image metadata), each voting with its normalised weight
   (section 4.1.3); V is rescaled to sum to 1 over the tags;
 * ``H_u``: the user's own tag distribution in training (their tagging history), the
@@ -37,8 +37,8 @@ from tagrec_models.recommenders.registry import register
 class PersonalKnnConfig(NeighbourConfig):
     """Neighbour fields (``feature``, ``k``...) plus:
 
-    lam: eq. 5's visual share of the neighbour score (paper 2: 0.4).
-    use_groups: include eq. 4's group Jaccard in the neighbour score.
+    lam: paper 2, eq. 5's visual share of the neighbour score (paper 2: 0.4).
+    use_groups: include paper 2, eq. 4's group Jaccard in the neighbour score.
     weight_normalisation: how neighbour scores become voting weights ("sum" or "max").
     history_weight: alpha, the share of the user's own tag distribution in the score.
     popularity_fallback: rank tags with no evidence by training popularity.

@@ -6,12 +6,12 @@ Model (sections 2.1-2.3 of the TagProp paper). For image i and tag w, with the K
 images j (by the equally weighted sum of the base distances, each scaled to mean 1 over the
 training neighbour pairs):
 
-* eq. 2, distance-based weights (``weighting="distance"``):
+* Guillaumin et al. 2009, eq. 2, distance-based weights (``weighting="distance"``):
   ``pi_ij = exp(-theta . d_ij) / sum_j' exp(-theta . d_ij')``, one learnt weight per base
   distance (theta >= 0, the metric learning of section 2.2); or rank-based weights
   (``weighting="rank"``): ``pi_ij = gamma_rank(j)``, a learnt softmax over the K ranks;
 * ``x_iw = sum_j pi_ij y_jw`` (y in {0, 1}), the weighted neighbour vote;
-* eq. 6, sigma-ML (``sigmoid=True``): ``p(y_iw = 1) = sigmoid(alpha_w x_iw + beta_w)``, a
+* Guillaumin et al. 2009, eq. 6, sigma-ML (``sigmoid=True``): ``p(y_iw = 1) = sigmoid(alpha_w x_iw + beta_w)``, a
   learnt per-tag sigmoid that lets rare tags reach high probability from few neighbours; without
   it ``p = (1 - 2 eps) x_iw + eps``.
 
@@ -158,7 +158,7 @@ class TagProp(Retunable, Recommender):
         return torch.from_numpy(target), torch.from_numpy(pair)
 
     def _prob(self, params: _TagPropParams, dist: torch.Tensor, triples: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """p(y_iw = 1) ``[n, n_tags]`` from the scaled distances ``[n, K, n_dist]`` (eqs. 2, 6)."""
+        """p(y_iw = 1) ``[n, n_tags]`` from the scaled distances ``[n, K, n_dist]`` (Guillaumin et al. 2009, eqs. 2 and 6)."""
         cfg = self.config
         n = dist.shape[0]
         if cfg.weighting == "distance":

@@ -9,7 +9,7 @@ neighbourhood first.
 * Pass 1 (semantic neighbourhoods, section 3.1): for each label w, the ``k1`` training images
   carrying w that are nearest to the query; their union is the query's neighbourhood T_J, where
   every label has up to ``k1`` representatives.
-* Pass 2 (section 3.1, eq. 2): ``score(w) = sum_{I in T_J} exp(-beta * D(J, I)) * [w in Y_I]``.
+* Pass 2 (Verma & Jawahar 2012, section 3.1, eq. 2): ``score(w) = sum_{I in T_J} exp(-beta * D(J, I)) * [w in Y_I]``.
 
 D is the mean of the base distances (``crossmodal.distances``; default ``cosine`` and ``kl`` on
 the CNN embedding), each scaled to mean 1 over training images' 20 nearest neighbours, and is

@@ -5,12 +5,12 @@ three ablations of its Figure 12, registered as ``ug_nw``, ``ug_nonw``, ``noug_n
 Scoring one post (user, image):
 
 1. neighbours (section 4.1): the k training images with the highest correlation degree
-   ``y = lambda * s + (1 - lambda) * J`` (eq. 5), s the min-max normalised Euclidean
-   similarity of the visual codes (eqs. 2-3), J the Jaccard coefficient of the two images'
-   groups (eq. 4). "UG" uses groups; "noUG" ranks by s alone.
+   ``y = lambda * s + (1 - lambda) * J`` (paper 2, eq. 5), s the min-max normalised Euclidean
+   similarity of the visual codes (paper 2, eqs. 2-3), J the Jaccard coefficient of the two images'
+   groups (paper 2, eq. 4). "UG" uses groups; "noUG" ranks by s alone.
 2. weights (section 4.1.3): the neighbours' y normalised (default: to sum to 1). "NW" gives
    the image nodes these weights in the walk; "noNW" gives every image weight 1.
-3. the weighted random walk with restart at the target image (section 4.2, eq. 6, d = 0.85)
+3. the weighted random walk with restart at the target image (section 4.2, paper 2, eq. 6, d = 0.85)
    on the neighbour-tag bipartite graph, iterated to convergence; tags are ranked by their
    stationary probability (``tagrec_models.graph.random_walk`` spells out the graph).
 
@@ -28,7 +28,7 @@ A cold-start user (index -1) has no history: both terms are off for that post.
 
 Choices where the paper is vague (config fields where they change rankings): k = 15 (the only neighbour count the
 paper states, section 5.1); weights normalised to sum to 1; the target image is linked to
-its neighbours (it has no tags of its own); eq. 6's mass withheld by an image of weight
+its neighbours (it has no tags of its own); paper 2, eq. 6's mass withheld by an image of weight
 w < 1 is returned to the restart, i.e. the stationary vector is rescaled to sum to 1; a
 query never takes its own image as a neighbour; tags the walk never reaches are ranked
 after all reached tags by training popularity.
@@ -52,11 +52,11 @@ class WeightedWalkConfig(NeighbourConfig):
     """Hyper-parameters of paper 2's recommender (defaults: the paper's UG-NW). Besides the
     neighbour fields (``feature``, ``k`` = 15, ``exclude_same_image``, ``backend``...):
 
-    lam: eq. 5's lambda, the visual share of the correlation degree (paper: 0.4, Figure 10).
-    use_groups: "UG" (eq. 5 with the Jaccard term) or "noUG" (visual similarity only).
-    use_weights: "NW" (image nodes carry their normalised y in eq. 6) or "noNW" (weight 1).
+    lam: paper 2, eq. 5's lambda, the visual share of the correlation degree (paper: 0.4, Figure 10).
+    use_groups: "UG" (paper 2, eq. 5 with the Jaccard term) or "noUG" (visual similarity only).
+    use_weights: "NW" (image nodes carry their normalised y in paper 2, eq. 6) or "noNW" (weight 1).
     weight_normalisation: "sum" (weights sum to 1) or "max" (the best neighbour weighs 1).
-    damping: eq. 6's d, the probability of following an edge (paper: 0.85).
+    damping: paper 2, eq. 6's d, the probability of following an edge (paper: 0.85).
     tol: convergence threshold on each graph's L1 change per iteration.
     max_iter: iterations allowed before the walk counts as not converging (an error).
     user_restart: share of the restart mass put on the user's own tag distribution (0 = off).

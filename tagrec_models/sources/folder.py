@@ -19,7 +19,7 @@ column cannot silently drop data):
   no assignments).
 * ``groups`` (optional): the groups (pools, albums, categories) the post belongs to, same
   convention as ``tags``; ``group_id`` and ``group_name`` are both the given text. Paper 2's
-  group-aware neighbours (eq. 4) use them; without any, the dataset runs paper 2's no-group
+  group-aware neighbours (paper 2, eq. 4) use them; without any, the dataset runs paper 2's no-group
   variants.
 * ``title``, ``url``, ``license`` (optional): copied to ``photos``; ``url`` defaults to the
   image file's ``file://`` URI.

@@ -201,6 +201,6 @@ def multi_seed(
     on_fitted: Callable[[int, Recommender], None] | None = None,
 ) -> pd.DataFrame:
     """``summarise_seeds(run_seeds(...))``: one row per (scenario, k) with mean and std across
-    ``seeds`` of P/R/F1@k (eq. 12), mean per-post F1, NDCG, MAP and training time."""
+    ``seeds`` of P/R/F1@k (paper 1, eq. 12), mean per-post F1, NDCG, MAP and training time."""
     runs = run_seeds(model_cls, config, data, test, side, seeds, k_max, scenarios, log, on_fitted)
     return summarise_seeds(runs)

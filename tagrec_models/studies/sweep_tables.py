@@ -6,7 +6,7 @@ test posts, and lays the two side by side: one row per (setting, k), every metri
 prefixed ``val_`` or ``test_``, and a ``chosen`` flag on the rows of the setting picked on
 VALIDATION (never on test). Models are always fitted on the training posts only.
 
-* ``lambda_table`` (Figure 10, section 5.2): eq. 5's lambda from 0.1 to 0.9.
+* ``lambda_table`` (Figure 10, section 5.2): paper 2, eq. 5's lambda from 0.1 to 0.9.
 * ``stage_table`` (Figure 9, section 5.1): the conv stage whose VLAD codes give the most
   relevant visual neighbours; codebooks fitted on training images only, as the ``vlad``
   asset does.
@@ -178,7 +178,7 @@ def n_tags_table(
     log: Log | None = None,
 ) -> pd.DataFrame:
     """Figure 11: one row per (``model``, ``k``) for k = 1..k_max recommended tags, metrics on
-    validation (``val_*``) and test (``test_*``) posts. ``lam`` (eq. 5) is set in every model
+    validation (``val_*``) and test (``test_*``) posts. ``lam`` (paper 2, eq. 5) is set in every model
     that uses groups (None: the model's default); column ``lam`` records it (NaN for the
     models that rank by visual similarity alone)."""
     if not models:
@@ -191,7 +191,7 @@ def n_tags_table(
         model_cls = get_recommender(name)
         config = model_cls.Config()
         if "lam" not in {f.name for f in fields(config)}:
-            raise ValueError(f"n_tags_table: {name} has no eq. 5 lambda; it is not one of paper 2's policies")
+            raise ValueError(f"n_tags_table: {name} has no paper 2, eq. 5 lambda; it is not one of paper 2's policies")
         if lam is not None:
             config = replace(config, lam=float(lam))
         say(f"fitting {name}")

@@ -1,6 +1,6 @@
 """Paper 2's parameter studies as functions returning tidy DataFrames (section 5).
 
-* ``sweep_lambda`` (Figure 10): eq. 5's lambda from 0.1 to 0.9; per lambda the relevance of
+* ``sweep_lambda`` (Figure 10): paper 2, eq. 5's lambda from 0.1 to 0.9; per lambda the relevance of
   the chosen neighbours to the query and the recommendation metrics at k = 1..k_max.
 * ``sweep_stage`` (Figure 9): which feature (VLAD code of which conv stage) gives the most
   relevant visual neighbours (neighbour-retrieval MAP over the top 15, section 5.1) and the

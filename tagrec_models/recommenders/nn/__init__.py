@@ -1,5 +1,5 @@
-"""Shared torch pieces of the paper-1 models: ranking losses, the personalised layer (eq. 6),
-the MLP predictor (eq. 7), the Table 2 patch CNNs, and a training loop with early stopping.
+"""Shared torch pieces of the paper-1 models: ranking losses, the personalised layer (paper 1, eq. 6),
+the MLP predictor (paper 1, eq. 7), the Table 2 patch CNNs, and a training loop with early stopping.
 
 Nothing here is registered as a recommender; the registered models live one family per module
 in ``tagrec_models/recommenders/``.

@@ -128,7 +128,7 @@ class PatchInput:
         return self._to_tensor(patches[images, which], device)
 
     def all_patches(self, side: SideInfo, images: np.ndarray, device: torch.device) -> torch.Tensor:
-        """Every patch of every image, image-major: ``[B * Q, 3, d, d]`` (for eq. 2)."""
+        """Every patch of every image, image-major: ``[B * Q, 3, d, d]`` (for paper 1, eq. 2)."""
         patches = self._patches(side, images)
         block = patches[images]
         return self._to_tensor(block.reshape(-1, *block.shape[2:]), device)

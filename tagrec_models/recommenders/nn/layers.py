@@ -1,10 +1,10 @@
 """Network pieces of CNN-PerMLP (paper 1, section 3.2 and Table 2) and its neural baselines.
 
-* ``PatchCNN``: the convolutional feature extractor ``z = f_cnn(R_i^q)`` (eqs. 3-5) with the
+* ``PatchCNN``: the convolutional feature extractor ``z = f_cnn(R_i^q)`` (paper 1, eqs. 3-5) with the
   Table 2 architectures: three conv layers of 10, 30 and 128 kernels, ReLU after each, and a
   max-pool after the first two.
-* ``PersonalisedLayer``: ``psi_j = phi(b_j + w_j^per (z)_j + V_j kappa_u)`` (eq. 6).
-* ``MLPHead``: ``y_j = phi_out(w_j^out . phi(W^hidden psi + b^hidden) + b_j^out)`` (eq. 7).
+* ``PersonalisedLayer``: ``psi_j = phi(b_j + w_j^per (z)_j + V_j kappa_u)`` (paper 1, eq. 6).
+* ``MLPHead``: ``y_j = phi_out(w_j^out . phi(W^hidden psi + b^hidden) + b_j^out)`` (paper 1, eq. 7).
 * ``PerMLP``: extractor -> personalised layer -> MLP, scoring every tag for (user, patch).
 * ``ImageMLP``: extractor -> MLP without the user (the non-personalised CNN and BP-MLL).
 """
@@ -62,7 +62,7 @@ def choose_architecture(patch_size: int, name: str = "auto") -> ConvSpec:
 
 
 class PatchCNN(nn.Module):
-    """``f_cnn``: RGB patch ``[B, 3, d, d]`` -> flattened feature vector ``[B, m]`` (eqs. 3-5).
+    """``f_cnn``: RGB patch ``[B, 3, d, d]`` -> flattened feature vector ``[B, m]`` (paper 1, eqs. 3-5).
 
     ``m`` is derived from the patch size by a dry run, so any patch size the kernels fit works.
     Table 2 gives no padding and its Flickr-PTR column only fits 50 px patches when pooling
@@ -128,7 +128,7 @@ class MLPHead(nn.Module):
     The paper applies the rectifier ``phi`` to the output too. A rectified output gives every
     tag with a negative pre-activation the same score 0: those tags tie (the ranking among
     them is lost) and BPR pairs between them have zero gradient. ``output_activation`` is
-    therefore a config field of the models ("relu" reproduces eq. 7 literally).
+    therefore a config field of the models ("relu" reproduces paper 1, eq. 7 literally).
     """
 
     def __init__(

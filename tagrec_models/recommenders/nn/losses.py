@@ -55,8 +55,8 @@ def post_bpr_loss(
 
     ``loss(u, i) = -1 / (|T+| |T-|) * sum_{t+ in T+, t- in T-} ln sigmoid(y(t+) - y(t-))`` with
     ``T-`` the ``N`` sampled irrelevant tags (``negatives`` / ``negative_valid`` from
-    ``sample_negatives``). Autograd of this gives eq. 9 and 10. Note: eq. 9 writes the
-    normaliser as ``1 / (|T+| + |T-|)``, which contradicts eq. 8; we follow eq. 8, the
+    ``sample_negatives``). Autograd of this gives paper 1, eq. 9 and 10. Note: paper 1, eq. 9 writes the
+    normaliser as ``1 / (|T+| + |T-|)``, which contradicts paper 1, eq. 8; we follow paper 1, eq. 8, the
     objective, because the gradient must be the gradient of the loss being reported.
     """
     _check(scores, positives)

@@ -2,7 +2,7 @@
 seen through a ``FeatureInput`` or a ``PatchInput``.
 
 With patches, training shows one random patch of the post's image per step (Algorithm 1,
-line 5) and scoring averages the network's scores over all patches of the image (eq. 2).
+line 5) and scoring averages the network's scores over all patches of the image (paper 1, eq. 2).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class PostRecommender(TorchRecommender):
                 q = self.input.n_patches
                 x = self.input.all_patches(side, images, self.device)
                 scores = network(x, users.repeat_interleave(q))
-                out.append(scores.view(len(images), q, -1).mean(dim=1))  # eq. 2
+                out.append(scores.view(len(images), q, -1).mean(dim=1))  # paper 1, eq. 2
             else:
                 out.append(network(self.input.batch(side, images, self.device), users))
         if not out:
