@@ -35,15 +35,17 @@ def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
 class TagrecIOManager(dg.ConfigurableIOManager):
     root: str
 
-    def _paths(self, key: dg.AssetKey) -> tuple[str, str, Path]:
-        dataset, name = key.path[0], "__".join(key.path[1:])
-        folder = DataHome(Path(self.root).resolve()).dataset_dir(dataset)
-        return dataset, name, folder
+    def _home(self) -> DataHome:
+        return DataHome(Path(self.root).resolve())
+
+    @staticmethod
+    def _names(key: dg.AssetKey) -> tuple[str, str]:
+        return key.path[0], "__".join(key.path[1:])
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        dataset, name, folder = self._paths(context.asset_key)
+        dataset, name = self._names(context.asset_key)
         if isinstance(obj, pd.DataFrame):
-            path = write_parquet(obj, folder / "tables" / f"{name}.parquet")
+            path = write_parquet(obj, self._home().table_path(dataset, name))
             store = DuckDBStore(DataHome(Path(self.root).resolve()).duckdb_path)
             store.create_parquet_view(dataset, name, path)
             results_table = (context.definition_metadata or {}).get("results_table")
@@ -60,14 +62,14 @@ class TagrecIOManager(dg.ConfigurableIOManager):
                 }
             )
         else:
-            with atomic_path(folder / "objects" / f"{name}.pkl") as tmp:
+            with atomic_path(self._home().object_path(dataset, name)) as tmp:
                 with tmp.open("wb") as handle:
                     pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_input(self, context: dg.InputContext) -> Any:
-        _, name, folder = self._paths(context.asset_key)
-        parquet = folder / "tables" / f"{name}.parquet"
-        pickled = folder / "objects" / f"{name}.pkl"
+        dataset, name = self._names(context.asset_key)
+        parquet = self._home().table_path(dataset, name)
+        pickled = self._home().object_path(dataset, name)
         if parquet.exists():
             return pd.read_parquet(parquet)
         if pickled.exists():
@@ -75,5 +77,5 @@ class TagrecIOManager(dg.ConfigurableIOManager):
                 return pickle.load(handle)
         raise dg.Failure(
             f"asset {context.asset_key.to_user_string()} has never been materialised "
-            f"(no {parquet.name} or {pickled.name} under {folder}): materialise it first"
+            f"(no {parquet} or {pickled}): materialise it first"
         )

@@ -7,7 +7,13 @@ Layout under the data home::
     sources/openclipart/          the unpacked Debian openclipart packages
     sources/flickr/<crawl>/       crawl state, pages and image files
     nltk_data/                    WordNet 3.0 for nltk
-    datasets/<dataset>/...        every asset's files, one folder per dataset
+    datasets/<dataset>/...        every asset's files, one folder per dataset:
+        tables/<asset>.parquet    a DataFrame an asset returned (the IO manager writes it)
+        objects/<asset>.pkl       any other value an asset returned (a handle to its files)
+
+The IO manager (``assets/io_manager.py``) and ``tagrec suggest`` both find an asset's value
+through ``DataHome.table_path`` / ``DataHome.object_path``: the layout is written down here
+only.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ class DataHome:
 
     def dataset_dir(self, dataset: str) -> Path:
         return self.root / "datasets" / dataset
+
+    def table_path(self, dataset: str, asset: str) -> Path:
+        """The Parquet file of a DataFrame asset (``asset``: the key's path after the dataset,
+        joined with ``__``)."""
+        return self.dataset_dir(dataset) / "tables" / f"{asset}.parquet"
+
+    def object_path(self, dataset: str, asset: str) -> Path:
+        """The pickle of any other asset value."""
+        return self.dataset_dir(dataset) / "objects" / f"{asset}.pkl"
 
     def ensure(self) -> "DataHome":
         self.root.mkdir(parents=True, exist_ok=True)

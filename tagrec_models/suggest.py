@@ -14,7 +14,7 @@ gets the best non-personalised model instead (``Recommender.personalised`` False
 result says so. Nothing here writes anything: DuckDB is opened read-only.
 
 No dagster here (layers point one way); file names follow ``assets/io_manager.py``:
-``datasets/<ds>/tables/<asset>.parquet`` and ``datasets/<ds>/objects/<asset>.pkl``.
+the files ``paths.DataHome.table_path`` and ``object_path`` name.
 """
 
 from __future__ import annotations
@@ -67,9 +67,9 @@ class MaterialisedDataset:
     @classmethod
     def open(cls, home: DataHome, name: str) -> "MaterialisedDataset":
         found = cls(home, name)
-        if not (found.folder / "tables" / "train.parquet").exists():
+        if not home.table_path(name, "train").exists():
             have = sorted(p.name for p in (home.root / "datasets").glob("*")
-                          if (p / "tables" / "train.parquet").exists())
+                          if home.table_path(p.name, "train").exists())
             raise SuggestError(
                 f"unknown dataset {name!r}: no materialised splits under {found.folder} "
                 f"(datasets with splits under {home.root}: {have or 'none'}); "
@@ -77,13 +77,13 @@ class MaterialisedDataset:
         return found
 
     def object_path(self, asset: str) -> Path:
-        return self.folder / "objects" / f"{asset}.pkl"
+        return self.home.object_path(self.name, asset)
 
     def has_object(self, asset: str) -> bool:
         return self.object_path(asset).exists()
 
     def table(self, asset: str) -> pd.DataFrame:
-        path = self.folder / "tables" / f"{asset}.parquet"
+        path = self.home.table_path(self.name, asset)
         if not path.exists():
             raise SuggestError(f"asset {self.name}/{asset} has never been materialised (no {path}); "
                                + materialise_hint(self.name, asset))
