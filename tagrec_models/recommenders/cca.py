@@ -6,7 +6,7 @@ words of its annotation (semantic view) are related by regularised linear CCA
 (``crossmodal.cca.LinearCCA``). Recommend: a new image's autoencoder code is projected into the
 common space and compared by cosine with the projected training annotations (``match``); the
 tags of the ``k`` nearest are transferred with softmax weights (see
-``crossmodal.common_space`` for the exact procedure). Not personalised: a cold-start user (-1)
+``recommenders.common_space`` for the exact procedure). Not personalised: a cold-start user (-1)
 gets the same scores as anyone.
 """
 

@@ -9,7 +9,7 @@ as paper 3 does, because no pretrained word vectors are available offline). Reco
 image's embedding is projected into the CCA space, each dimension scaled by its canonical
 correlation to the power ``corr_power`` (4, after Gong et al. 2014, whom Murthy et al. follow),
 its ``k`` nearest *training images* in that space (cosine; ``match="visual"``) are found, and
-their tags are transferred with softmax weights (``crossmodal.common_space``). Not personalised:
+their tags are transferred with softmax weights (``recommenders.common_space``). Not personalised:
 a cold-start user (-1) gets the same scores as anyone.
 """
 

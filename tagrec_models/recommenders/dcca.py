@@ -7,7 +7,7 @@ stopping on the held-out correlation of the validation posts when ``TrainingData
 linear CCA on the training outputs then gives the common space (paper 3, eq. 8). Recommend: a new image's
 code goes through the visual network and P into the common space, is compared by cosine with the
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
-with softmax weights (``crossmodal.common_space``). Not personalised: a cold-start user (-1) gets
+with softmax weights (``recommenders.common_space``). Not personalised: a cold-start user (-1) gets
 the same scores as anyone.
 """
 

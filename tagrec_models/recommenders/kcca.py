@@ -6,7 +6,7 @@ Fit: RBF-kernel CCA between the autoencoder codes of the training images and the
 textual words of their annotations. Recommend: a new image's code is mapped through the visual
 kernel features and canonical directions into the common space, compared by cosine with the
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
-with softmax weights (``crossmodal.common_space``). Not personalised: a cold-start user (-1) gets
+with softmax weights (``recommenders.common_space``). Not personalised: a cold-start user (-1) gets
 the same scores as anyone.
 """
 
