@@ -16,6 +16,13 @@ def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, name])
 
 
+def results_table_asset(spec: DatasetSpec, name: str, ins: dict[str, dg.AssetIn], description: str):
+    """``@dg.asset`` for a results table: the IO manager writes the returned frame to Parquet,
+    the view ``<dataset>.<name>`` and this dataset's rows of ``results.<name>`` in DuckDB."""
+    return dg.asset(key=key(spec, name), group_name=spec.name, ins=ins, description=description,
+                    metadata={"results_table": name}, kinds={"duckdb", "pandas"})
+
+
 def progress(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Callable[[str], None]:
     """A ``log`` callback for the library that writes to the Dagster run log."""
     return lambda message: context.log.info(message)

@@ -44,6 +44,11 @@ def bundle_of(inputs: dict[str, Any]) -> SplitBundle:
     return build_bundle(*(inputs[part] for part in SPLIT_PARTS))
 
 
+def bundle_and_side(inputs: dict[str, Any]) -> tuple[SplitBundle, SideInfo]:
+    bundle = bundle_of(inputs)
+    return bundle, side_of(bundle, inputs)
+
+
 def side_of(bundle: SplitBundle, inputs: dict[str, Any]) -> SideInfo:
     provided = {name[len(_SIDE_PREFIX):]: value for name, value in inputs.items() if name.startswith(_SIDE_PREFIX)}
     return side_info_from(bundle, provided)

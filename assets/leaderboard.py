@@ -5,9 +5,9 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets.common import key, md_table, plot_metadata
+from assets.common import md_table, plot_metadata, results_table_asset
 from assets.datasets import DatasetSpec
-from assets.inputs import bundle_of, comparison_ins, side_of
+from assets.inputs import bundle_and_side, comparison_ins
 from assets.papers import dataset_methods, shape_of
 from tagrec_models.papers import paper_methods
 from assets.resources import DataHomeResource
@@ -21,29 +21,24 @@ SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_std", "f1
          "ndcg@10", "map@10", "label_f1@5", "n_plus@5", "train_seconds"]
 
 
+DESCRIPTION = (
+    "The cross-paper leaderboard, the comparison none of the papers makes: every "
+    "method of papers 1-3 (and the beyond-the-paper ones) on the same splits with the "
+    "same metrics: validation F1@5 (to pick a model without looking at test; "
+    "`tagrec suggest` uses it), test F1@1..10 (paper 1, eq. 12), P@5, R@5, NDCG@10 and "
+    "MAP@10 (paper 2 section 5.3), per-label F1 and N+ at 5 tags (paper 3's Corel5k "
+    "table) and F1@5 on new images; mean over seeds, ranked by test F1@5."
+)
+
+
 def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     methods = dataset_methods(spec)
     tables = paper_methods(shape_of(spec))
     in_papers = {m: [paper for paper, members in tables.items() if m in members] for m in methods}
 
-    @dg.asset(
-        key=key(spec, "leaderboard"),
-        group_name=spec.name,
-        ins=comparison_ins(spec, methods),
-        description=(
-            "The cross-paper leaderboard, the comparison none of the papers makes: every "
-            "method of papers 1-3 (and the beyond-the-paper ones) on the same splits with the "
-            "same metrics: validation F1@5 (to pick a model without looking at test; "
-            "`tagrec suggest` uses it), test F1@1..10 (paper 1, eq. 12), P@5, R@5, NDCG@10 and "
-            "MAP@10 (paper 2 section 5.3), per-label F1 and N+ at 5 tags (paper 3's Corel5k "
-            "table) and F1@5 on new images; mean over seeds, ranked by test F1@5."
-        ),
-        metadata={"results_table": "leaderboard"},
-        kinds={"duckdb", "pandas"},
-    )
+    @results_table_asset(spec, "leaderboard", comparison_ins(spec, methods), DESCRIPTION)
     def leaderboard(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
-        bundle = bundle_of(inputs)
-        side = side_of(bundle, inputs)
+        bundle, side = bundle_and_side(inputs)
         test_runs, val_runs = [], []
         for method in methods:
             trained = inputs[f"model_{method}"]

@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 import pandas as pd
 
-from assets.common import key, md_table, plot_metadata, progress
+from assets.common import key, md_table, plot_metadata, progress, results_table_asset
 from assets.datasets import DatasetSpec
-from assets.inputs import bundle_of, comparison_ins, side_ins, side_of, split_ins
+from assets.inputs import bundle_and_side, bundle_of, comparison_ins, side_ins, side_of, split_ins
 from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
@@ -100,17 +100,9 @@ def results_asset(
     """``curve`` = (measure, title): a measure@k plot per scenario (papers 1 and 2); ``bars``:
     table columns drawn as grouped bars per method and scenario (paper 3's AP / AR / AF)."""
 
-    @dg.asset(
-        key=key(spec, table_name),
-        group_name=spec.name,
-        ins=comparison_ins(spec, methods),
-        description=description,
-        metadata={"results_table": table_name},
-        kinds={"duckdb", "pandas"},
-    )
+    @results_table_asset(spec, table_name, comparison_ins(spec, methods), description)
     def results(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
-        bundle = bundle_of(inputs)
-        side = side_of(bundle, inputs)
+        bundle, side = bundle_and_side(inputs)
         runs = []
         for method in methods:
             trained: TrainedModel = inputs[f"model_{method}"]
@@ -143,23 +135,18 @@ def results_asset(
     return results
 
 
+CCS_DESCRIPTION = (
+    "Paper 3's Table 1: the cross-modal correlation score CCS@1..20, the running sum of "
+    "the canonical correlations of test images and their annotations in each model's "
+    "common space (pairs in the order the model ranked them on training data), for "
+    "CCA, KCCA and DCCA; mean over seeds."
+)
+
+
 def ccs_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key(spec, "paper3_ccs"),
-        group_name=spec.name,
-        ins=comparison_ins(spec, methods),
-        description=(
-            "Paper 3's Table 1: the cross-modal correlation score CCS@1..20, the running sum of "
-            "the canonical correlations of test images and their annotations in each model's "
-            "common space (pairs in the order the model ranked them on training data), for "
-            "CCA, KCCA and DCCA; mean over seeds."
-        ),
-        metadata={"results_table": "paper3_ccs"},
-        kinds={"duckdb", "pandas"},
-    )
+    @results_table_asset(spec, "paper3_ccs", comparison_ins(spec, methods), CCS_DESCRIPTION)
     def paper3_ccs(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
-        bundle = bundle_of(inputs)
-        side = side_of(bundle, inputs)
+        bundle, side = bundle_and_side(inputs)
         runs = pd.concat([ccs_runs(inputs[f"model_{m}"], bundle, side) for m in methods], ignore_index=True)
         summary = runs.groupby(["method", "k"], sort=False)["ccs"].agg(["mean", "std"]).reset_index()
         table = summary.pivot(index="method", columns="k", values="mean")

@@ -14,9 +14,9 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from assets.common import key, md_table, plot_metadata, progress
+from assets.common import key, md_table, plot_metadata, progress, results_table_asset
 from assets.datasets import DatasetSpec
-from assets.inputs import bundle_of, side_ins, side_of, split_ins
+from assets.inputs import bundle_and_side, side_ins, split_ins
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import ArrayFile
@@ -52,8 +52,7 @@ class NTagsSettings(dg.Config):
 def _fit_split(inputs: dict[str, Any]):
     """The bundle, its side information, and training data WITHOUT the validation posts: the
     sweeps fit on training posts and choose on validation posts."""
-    bundle = bundle_of(inputs)
-    side = side_of(bundle, inputs)
+    bundle, side = bundle_and_side(inputs)
     return bundle, side, TrainingData(train=bundle.train, side=side)
 
 
@@ -73,11 +72,9 @@ def _plot_path(data_home: DataHomeResource, spec: DatasetSpec, name: str):
 
 
 def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key(spec, "paper2_lambda_sweep"),
-        group_name=spec.name,
-        ins={**split_ins(spec), **side_ins(spec, get_recommender(LAMBDA_MODEL).needs)},
-        description=(
+    @results_table_asset(
+        spec, "paper2_lambda_sweep", {**split_ins(spec), **side_ins(spec, get_recommender(LAMBDA_MODEL).needs)},
+        (
             "Paper 2, section 5.2 / Figure 10: paper 2, eq. 5's lambda (visual share of the neighbour "
             "correlation degree) from 0.1 to 0.9 for UG-NW, fitted on training posts. Per "
             "(lambda, k): the neighbours' relevance to the query (neighbour_ap, "
@@ -86,8 +83,6 @@ def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "posts; 'chosen' marks the lambda with the best validation metric (config, default "
             "NDCG@10); the test columns are reported, never used to choose."
         ),
-        metadata={"results_table": "paper2_lambda_sweep"},
-        kinds={"duckdb", "pandas"},
     )
     def paper2_lambda_sweep(context: dg.AssetExecutionContext, config: LambdaSweepSettings,
                             data_home: DataHomeResource, **inputs):
@@ -119,11 +114,9 @@ def lambda_sweep_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
 
 
 def stage_selection_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=key(spec, "paper2_stage_selection"),
-        group_name=spec.name,
-        ins={**split_ins(spec), "conv_maps": dg.AssetIn(key(spec, "conv_maps")), "vlad": dg.AssetIn(key(spec, "vlad"))},
-        description=(
+    @results_table_asset(
+        spec, "paper2_stage_selection", {**split_ins(spec), "conv_maps": dg.AssetIn(key(spec, "conv_maps")), "vlad": dg.AssetIn(key(spec, "vlad"))},
+        (
             "Paper 2, section 5.1 / Figure 9: which conv stage's VLAD codes find the most "
             "relevant visual neighbours. Per stage a codebook with the vlad asset's settings is "
             "fitted on training images; on validation posts: val_retrieval_map (MAP of the top "
@@ -132,8 +125,6 @@ def stage_selection_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             "(visual neighbours only, so groups do not blur the stage's effect). 'chosen' marks "
             "the best val_retrieval_map; metadata says whether the vlad asset chose the same."
         ),
-        metadata={"results_table": "paper2_stage_selection"},
-        kinds={"duckdb", "pandas"},
     )
     def paper2_stage_selection(context: dg.AssetExecutionContext, config: StageSweepSettings,
                                data_home: DataHomeResource, conv_maps: dict, vlad: ArrayFile, **inputs):
@@ -171,19 +162,15 @@ def n_tags_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     needs = sorted({n for m in models for n in get_recommender(m).needs})
     lambda_in = {"lambda_sweep": dg.AssetIn(key(spec, "paper2_lambda_sweep"))} if spec.has_groups else {}
 
-    @dg.asset(
-        key=key(spec, "paper2_n_tags"),
-        group_name=spec.name,
-        ins={**split_ins(spec), **side_ins(spec, needs), **lambda_in},
-        description=(
+    @results_table_asset(
+        spec, "paper2_n_tags", {**split_ins(spec), **side_ins(spec, needs), **lambda_in},
+        (
             "Paper 2, section 5.3 / Figure 11: P, R, F1 (and NDCG, MAP) against the number of "
             "recommended tags k = 1..10 for the policies " + ", ".join(models) + ", fitted on "
             "training posts; val_* columns on validation posts, test_* on test posts. The UG "
             "policies use the lambda paper2_lambda_sweep chose on validation (column lam), so "
             "their k = 10 row can differ from paper2_results, which keeps the paper's 0.4."
         ),
-        metadata={"results_table": "paper2_n_tags"},
-        kinds={"duckdb", "pandas"},
     )
     def paper2_n_tags(context: dg.AssetExecutionContext, config: NTagsSettings, data_home: DataHomeResource, **inputs):
         lambda_sweep: Optional[pd.DataFrame] = inputs.pop("lambda_sweep", None)

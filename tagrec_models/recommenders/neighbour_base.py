@@ -6,16 +6,11 @@ posters; ``NeighbourMemory``), ``score`` finds each query image's neighbours amo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import numpy as np
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.neighbours.memory import NeighbourMemory
 from tagrec_models.neighbours.search import Backend, Neighbours
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
-
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
