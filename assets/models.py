@@ -16,7 +16,7 @@ import pandas as pd
 
 from assets.common import key, md_table, plot_metadata, progress, results_table_asset
 from assets.datasets import DatasetSpec
-from assets.inputs import bundle_and_side, bundle_of, comparison_ins, side_ins, side_of, split_ins
+from assets.inputs import bundle_and_side, comparison_ins, side_ins, split_ins
 from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
@@ -62,8 +62,8 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
         metadata={"dagster/code_references": code_reference(model_cls)},
     )
     def model(context: dg.AssetExecutionContext, config: Settings, data_home: DataHomeResource, **inputs):
-        bundle = bundle_of(inputs)
-        data = bundle.training_data(side_of(bundle, inputs))
+        bundle, side = bundle_and_side(inputs)
+        data = bundle.training_data(side)
         try:
             trained = train_model(
                 name, spec.name, data, data_home.home.dataset_dir(spec.name) / "models",
