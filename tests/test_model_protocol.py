@@ -47,7 +47,7 @@ def test_launchpad_config_is_typed_and_described(model):
 
 def test_field_descriptions_read_all_three_documentation_styles():
     walk = get_recommender("ug_nw").Config  # definition lines in the class docstring
-    assert field_descriptions(walk)["damping"].startswith("eq. 6's d")
+    assert field_descriptions(walk)["damping"].startswith("paper 2, eq. 6's d")
     permlp = get_recommender("ch_permlp").Config  # bullets
     assert "hidden layer" in field_descriptions(permlp)["hidden"]
     two_pknn = get_recommender("two_pknn").Config  # attribute docstrings
