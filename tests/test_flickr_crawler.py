@@ -456,6 +456,50 @@ def test_recrawl_killed_midway_resumes_with_its_stored_cursor(flickr_server, tmp
     assert state["rounds"][1]["cursors"] == json.loads((tmp_path / "whole" / "state.json").read_text())["rounds"][1]["cursors"]
 
 
+def sorted_tables(crawl_dir: Path) -> dict[str, pd.DataFrame]:
+    """The ingest tables up to row order (image paths relative to the crawl directory)."""
+    out = {}
+    for name, frame in snapshot(crawl_dir).items():
+        if name == "skips":
+            continue
+        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+CAPS = {
+    "max_photos": {"max_photos": 4},  # with 3 per page: 2 photos listed on page 2 and dropped
+    "max_pages": {"max_pages": 1},
+    "both": {"max_photos": 4, "max_pages": 2},
+}
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+@pytest.mark.parametrize("listing", ["pool", "search"])
+def test_capped_crawl_then_uncapped_recrawls_converge_to_one_uncapped_crawl(flickr_server, tmp_path, cap, listing):
+    """A round cut by max_photos / max_pages must not move the cursor past what it left out:
+    the search past photos listed but dropped by the budget, the pool (newest first) past the
+    pages it never read."""
+    server = flickr_server
+    fields = (
+        {"group_ids": (server.group_by_name("shapes").group_id,)}
+        if listing == "pool"
+        else {"tags": ("shape", "unsorted", "pattern", "jigsaw")}
+    )
+    spec = CrawlSpec(per_page=3, download_images=False, **fields)
+    run(crawl, spec, server, tmp_path / "whole")
+    whole = sorted_tables(tmp_path / "whole")
+    assert len(whole["photos"]) >= 11
+    capped = CrawlSpec(per_page=3, download_images=False, **fields, **CAPS[cap])
+    first = run(crawl, capped, server, tmp_path / "c")
+    assert first.photos < len(whole["photos"])
+    run(recrawl, spec, server, tmp_path / "c")
+    for name, frame in sorted_tables(tmp_path / "c").items():
+        pd.testing.assert_frame_equal(frame, whole[name], obj=name)
+    server.reset_log()
+    again = run(recrawl, spec, server, tmp_path / "c")
+    assert again.new_photos == 0 and server.count(CONTEXTS) == 0
+
+
 @pytest.mark.slow
 def test_recrawl_killed_at_every_step_resumes_to_the_uninterrupted_result(flickr_server, tmp_path):
     server = flickr_server
