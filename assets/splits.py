@@ -7,6 +7,7 @@ import pandas as pd
 
 from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
+from assets.ingest import SOURCE_SPLIT_TABLE
 from assets.recipe_settings import RecipeSettings
 from tagrec_models.preprocess.checks import check_disjoint_parts, check_heldout_seen_in_train
 from tagrec_models.preprocess.relations import PreprocessInputError
@@ -22,8 +23,9 @@ PART_DESCRIPTIONS = {
 def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     train_key = key(spec, "train")
     ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments"))}
-    if spec.source == "corel5k":
-        ins["standard_split"] = dg.AssetIn(key(spec, "standard_split"))
+    split_table = SOURCE_SPLIT_TABLE.get(spec.source)
+    if split_table is not None:
+        ins["standard_split"] = dg.AssetIn(key(spec, split_table))
 
     @dg.multi_asset(
         name=f"{spec.name}__splits",

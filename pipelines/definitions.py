@@ -10,7 +10,7 @@ import dagster as dg
 from assets.datasets import DATASETS, FLICKR
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
-from assets.resources import DataHomeResource, FlickrCredentials
+from assets.resources import DataHomeResource, FlickrResource
 from tagrec_models.paths import default_home
 
 
@@ -51,7 +51,7 @@ def build_definitions() -> dg.Definitions:
         resources={
             "io_manager": TagrecIOManager(root=home),
             "data_home": DataHomeResource(root=home),
-            "flickr": FlickrCredentials(
+            "flickr": FlickrResource(
                 api_key=dg.EnvVar("FLICKR_API_KEY"),
                 api_secret=dg.EnvVar("FLICKR_API_SECRET"),
                 rest_url=os.environ.get("FLICKR_REST_URL", ""),
