@@ -16,7 +16,7 @@ from pydantic import Field
 
 from assets.common import key, md_table, progress
 from assets.datasets import DatasetSpec, default_corel5k_folder
-from assets.resources import DataHomeResource, FlickrResource
+from assets.resources import DUCKDB_POOL, DataHomeResource, FlickrResource
 from tagrec_models.sources.corel5k import Corel5kConfig, read_corel5k
 from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
 from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
@@ -114,6 +114,7 @@ class OpenclipartSettings(dg.Config):
 
 def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(spec, {"skipped_files": "SVG files that did not become photos, with the reason."}),
     )
@@ -153,6 +154,7 @@ class Corel5kSettings(dg.Config):
 
 def corel5k_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(
             spec,
@@ -259,6 +261,7 @@ class FlickrTablesSettings(dg.Config):
 
 def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}),
         deps=[key(spec, "crawl")],
@@ -292,6 +295,7 @@ class FolderSettings(dg.Config):
 
 def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(
             spec,

@@ -14,6 +14,11 @@ from tagrec_models.sources.flickr.retry import RetryPolicy
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
 
+# The concurrency pool (``dagster.yaml``: one step at a time) of every asset that writes
+# ``tagrec.duckdb``, so that writers queue in Dagster rather than wait on the file lock.
+DUCKDB_POOL = "duckdb"
+
+
 class DataHomeResource(dg.ConfigurableResource):
     """The tagrec data home (``TAGREC_HOME``, default ``./data``): sources, dataset files,
     and the DuckDB database ``tagrec.duckdb``."""

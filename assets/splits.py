@@ -9,6 +9,7 @@ from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
 from assets.ingest import SOURCE_SPLIT_TABLE
 from assets.recipe_settings import RecipeSettings
+from assets.resources import DUCKDB_POOL
 from tagrec_models.preprocess.checks import check_disjoint_parts, check_heldout_seen_in_train
 from tagrec_models.preprocess.relations import PreprocessInputError
 from tagrec_models.preprocess.splits import PARTS, split_per_user, split_predefined
@@ -28,6 +29,7 @@ def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         ins["standard_split"] = dg.AssetIn(key(spec, split_table))
 
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__splits",
         outs={
             part: dg.AssetOut(

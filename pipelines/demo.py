@@ -63,7 +63,8 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
 
 
 def summary(dataset: str) -> str:
-    store = DuckDBStore(DataHome.from_env().duckdb_path)
+    # Waits (bounded, with a message) while another process holds the database file.
+    store = DuckDBStore(DataHome.from_env().duckdb_path, log=lambda message: print(message, file=sys.stderr))
     lines = []
     with store.reader() as con:
         tables = {r[0] for r in con.execute(

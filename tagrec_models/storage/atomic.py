@@ -81,9 +81,11 @@ def _locked_temp(path: Path) -> tuple[Path, int]:
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success move it into place, else delete it.
-    Leftovers of earlier writers of ``path`` that were killed are removed first."""
+def staged_path(path: str | Path) -> Iterator[Path]:
+    """Yield a locked temporary path beside ``path`` that the caller moves into place itself
+    (``os.replace``) when everything else it depends on has succeeded; whatever is left of it
+    is deleted on exit. Leftovers of earlier writers of ``path`` that were killed are removed
+    first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for leftover in sorted(path.parent.glob(_temp_pattern(path))):
@@ -91,13 +93,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp, fd = _locked_temp(path)
     try:
         yield tmp
-        os.replace(tmp, path)
     finally:
         try:
             if tmp.exists():
                 tmp.unlink()
         finally:
             os.close(fd)  # releases the lock
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it into place, else delete it.
+    Leftovers of earlier writers of ``path`` that were killed are removed first."""
+    with staged_path(path) as tmp:
+        yield tmp
+        os.replace(tmp, path)
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
