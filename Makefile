@@ -26,9 +26,12 @@ system: $(VENV)/.installed
 wordnet: $(VENV)/.installed
 	bash scripts/setup_system.sh --wordnet-only "$(TAGREC_HOME)"
 
-dagster-home:
+## dagster-home: the instance settings, and its storage created once before anything runs
+## (two processes opening a fresh instance at once would race to create its tables)
+dagster-home: $(VENV)/.installed
 	mkdir -p "$(DAGSTER_HOME)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(VENV)/bin/dagster instance migrate
 
 ## demo: set up, materialise every asset of the default dataset (openclipart), print results
 demo: setup dagster-home

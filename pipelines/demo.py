@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.definitions import defs
+from pipelines.instance import ready_instance
 from tagrec_models import reporting
 from tagrec_models.paths import DataHome
 from tagrec_models.preprocess.recipes import PROFILES as RECIPES
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="materialise only this asset and what it needs (repeatable), e.g. paper1_results")
     args = parser.parse_args(argv)
     datasets = args.dataset or ["openclipart"]
-    instance = dg.DagsterInstance.get()
+    instance = ready_instance()  # under a lock: another process may be opening it too
     for dataset in datasets:
         job = defs.resolve_job_def(f"{dataset}_all")
         selection = None
