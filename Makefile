@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench clean-data
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench soak clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,12 @@ ui: setup dagster-home
 
 validate: $(VENV)/.installed
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+## soak: crawls through Dagster against the local test server with random faults and SIGKILLs
+## (expects 100% photos recovered, 0 duplicates, 0 re-requested pages, 0 stuck runs)
+SOAK_ARGS ?= --trials 4
+soak: $(VENV)/.installed
+	$(PY) benchmarks/flickr_soak.py $(SOAK_ARGS)
 
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

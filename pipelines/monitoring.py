@@ -83,11 +83,25 @@ def release_dead_runs(instance: dg.DagsterInstance, log: Log | None = None) -> l
             f"run worker process {pid} of run {run.run_id} no longer exists (killed or crashed); "
             "marking the run failed and freeing its concurrency slots"
         )
+        held = _slots_held(instance, run.run_id)
         instance.report_run_failed(run, message)
-        freed = instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        say(f"{message}: {freed or 0} slot(s) freed")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        freed = ", ".join(f"pool '{pool}' (step {step})" for pool, step in held) or "none held"
+        say(f"{message}; slots freed: {freed}")
         released.append(run.run_id)
     return released
+
+
+def _slots_held(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, str]]:
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    return [
+        (pool, slot.step_key)
+        for pool in sorted(storage.get_concurrency_keys())
+        for slot in storage.get_concurrency_info(pool).claimed_slots
+        if slot.run_id == run_id
+    ]
 
 
 def blocked_steps(instance: dg.DagsterInstance) -> list[BlockedStep]:
