@@ -35,15 +35,19 @@ Mapped to the contract of ``tagrec_models.sources.tables``: ``photos`` (``source
 Corel5k readers use: sha256, size, full decode).
 
 Errors and skips. A problem with the folder or the file as a whole is an ``IngestError`` naming
-the path: no folder, no ``images/``, no posts file or both, a file that does not parse,
-missing required columns (the message lists the columns found), unknown columns, no rows, or
-no usable row at all. A problem with one row makes that row a *skip*: a row of
+the path: no folder, no ``images/``, no posts file or both, a file that does not parse (not
+UTF-8, unbalanced quotes, empty), a NUL byte in a CSV (named by line: pandas would cut the
+cell there silently), missing required columns (the message lists the columns found), unknown
+columns, no rows, or no usable row at all. A trailing comma on every row (and the header) is
+read as the comma it is, not as a shifted first column. A problem with one row makes that row a *skip*: a row of
 ``FolderTables.skipped_rows`` (``row``: 1-based data row, the header not counted;
 ``photo_id``; ``reason``), never a crash and never silent. A row is skipped for: an empty
 ``photo_id``; a ``photo_id`` seen on an earlier row (the first one is kept); an empty
-``owner``; an ``upload_date`` that is not ISO 8601; an ``image`` outside ``images/``; no image
-file, or several ``images/<photo_id>.*`` candidates; an image that fails to decode (or is
-larger than ``FolderConfig.max_pixels``). So every row of the posts file is either a photo or
+``owner``; an ``upload_date`` that is not ISO 8601; an ``image`` outside ``images/``, or an
+``images/<photo_id>.<ext>`` that is a link to a file outside it (containment is checked on the
+resolved path); no image file, or several ``images/<photo_id>.*`` candidates; an image file
+larger than ``FolderConfig.max_file_bytes`` (not read at all), or one that fails to decode (or
+is larger than ``FolderConfig.max_pixels``). So every row of the posts file is either a photo or
 a skip.
 
 Where tagrec finds such folders (``discover_folder_datasets``): every ``<data home>/byo/<name>/``

@@ -11,6 +11,7 @@ Layout of ``crawl_dir``::
     state.json                          spec + one entry per round (cursors, budget, complete)
     pages/r0000/<query>/p000001.json    one file per finished page: photos, groups, images, skips
     images/<photo_id>.<ext>             image files
+    image_retries.json                  later downloads of images that arrived undecodable
     .lock                               held while a crawl runs (one crawl per directory)
 
 Every file is written atomically. A page file is written only once everything of that page is
@@ -23,14 +24,27 @@ a finished page again.
 
 Rounds and re-crawls: the first ``crawl`` is round 0. ``recrawl`` starts a new round whose
 queries ask only for what is new since the previous rounds: a search gets
-``min_upload_date`` = the largest upload date that query has listed (the "cursor"; Flickr's
-bound is inclusive, so photos of that very second come again and are recognised as stored); a
-group pool (which cannot be filtered by date, and lists the newest addition first) is read
-until the first photo added before its cursor, the largest ``dateadded`` it has listed. A pool
-cursor uses the date a photo joined the pool, not its upload date, so an old photo newly added
-to the pool counts as new for that pool. A photo already stored is never stored again, and
-changes to stored photos (new tags) are not picked up. The cursors and budget of a round are
-written into ``state.json`` when it starts, so a resumed round asks exactly what it first asked.
+``min_upload_date`` = its cursor, the upload date up to which every entry it listed was
+handled (Flickr's bound is inclusive, so photos of that very second come again and are
+recognised as stored); a group pool (which cannot be filtered by date, and lists the newest
+addition first) is read until the first photo added before its cursor, the largest
+``dateadded`` of the last round that read the pool to its end. A pool cursor uses the date a
+photo joined the pool, not its upload date, so an old photo newly added to the pool counts as
+new for that pool. The cursors never move past what a round left for later, so capped rounds
+followed by uncapped re-crawls end with exactly what one uncapped crawl gets: a search cursor
+stops before the first entry dropped by the photo budget or skipped for a missing field; a
+pool cut by ``max_pages`` or the budget keeps its old cursor (the next round reads it down to
+that cursor again, storing only what it lacks). An entry skipped for a missing or unreadable
+field is listed again by the next rounds until it has been skipped in ``MAX_SKIP_ROUNDS``
+rounds, then recorded for good. A photo already stored is never stored again, and changes to
+stored photos (new tags) are not picked up. The cursors and budget of a round are written into
+``state.json`` when it starts, so a resumed round asks exactly what it first asked.
+
+Images that arrived undecodable (a truncated transfer) are downloaded again by the next
+``crawl`` / ``recrawl`` call, up to ``MAX_IMAGE_DOWNLOADS`` downloads in all; the outcome is
+kept in ``image_retries.json`` (page files never change) and read over the page's record.
+Other broken images (HTTP 404, over ``max_bytes`` / ``max_pixels``) are the answer and stay.
+Temporary files left by a crawl killed mid-write are removed when the next crawl starts.
 
 Choices where the API leaves room: searches are sorted ``date-posted-asc`` so that uploads
 during a crawl land on later pages and pages read before do not shift (pools cannot be sorted:
