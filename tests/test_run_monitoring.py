@@ -160,3 +160,13 @@ def test_a_crawl_killed_inside_dagster_does_not_block_the_next_one(tmp_path, fli
         assert set(photos["photo_id"]) == {p.photo_id for p in server.photos if group.group_id in p.group_ids}
     finally:
         os.environ.pop("DAGSTER_HOME", None)
+
+
+def test_assets_that_write_the_duckdb_database_queue_in_its_pool():
+    from assets.datasets import FLICKR, OPENCLIPART
+    from assets.factory import dataset_assets
+
+    pools = {a.node_def.name: a.op.pool for spec in (OPENCLIPART, FLICKR) for a in dataset_assets(spec)}
+    for writer in ("ingest", "tag_mapping", "assignments", "preprocess", "splits"):
+        assert pools[f"openclipart__{writer}"] == "duckdb", writer
+    assert pools["flickr__ingest"] == "duckdb" and pools["flickr__crawl"] == "flickr"
