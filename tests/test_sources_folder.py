@@ -384,3 +384,19 @@ def test_one_name_for_two_folders_is_an_error(tmp_path, six_posts):
     other = _one_post_folder(tmp_path / "other", six_posts)
     with pytest.raises(FolderDatasetError, match="'mine' is given twice for different folders"):
         discover_folder_datasets(home, f"mine={other}")
+
+
+def test_the_sources_never_import_the_preprocessing():
+    """The import arrows point one way (preprocess -> sources): a fresh interpreter that
+    imports every source module has loaded no tagrec_models.preprocess module."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, pkgutil, importlib, tagrec_models.sources as s\n"
+        "for m in pkgutil.walk_packages(s.__path__, 'tagrec_models.sources.'): importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.startswith('tagrec_models.preprocess')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
