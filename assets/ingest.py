@@ -222,11 +222,11 @@ def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         'recrawl' (the schedule's) adds only photos uploaded since the cursor."""
         if config.mode not in ("crawl", "recrawl"):
             raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
-        client = flickr.client(log=progress(context))
         crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
         run = recrawl if config.mode == "recrawl" else crawl_fn
 
         def start_crawl():
+            client = flickr.client(log=progress(context))
             fetcher = flickr.image_fetcher(log=progress(context))
             try:
                 return run(config.crawl_spec(), client, crawl_dir, log=progress(context), fetcher=fetcher)
