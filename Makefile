@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench clean-data
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench soak clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,9 +26,12 @@ system: $(VENV)/.installed
 wordnet: $(VENV)/.installed
 	bash scripts/setup_system.sh --wordnet-only "$(TAGREC_HOME)"
 
-dagster-home:
+## dagster-home: the instance settings, and its storage created once before anything runs
+## (two processes opening a fresh instance at once would race to create its tables)
+dagster-home: $(VENV)/.installed
 	mkdir -p "$(DAGSTER_HOME)"
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
+	$(VENV)/bin/dagster instance migrate
 
 ## demo: set up, materialise every asset of the default dataset (openclipart), print results
 demo: setup dagster-home
@@ -57,6 +60,12 @@ ui: setup dagster-home
 
 validate: $(VENV)/.installed
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+## soak: crawls through Dagster against the local test server with random faults and SIGKILLs
+## (expects 100% photos recovered, 0 duplicates, 0 re-requested pages, 0 stuck runs)
+SOAK_ARGS ?= --trials 4
+soak: $(VENV)/.installed
+	$(PY) benchmarks/flickr_soak.py $(SOAK_ARGS)
 
 bench: $(VENV)/.installed
 	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

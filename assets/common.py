@@ -18,9 +18,10 @@ def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
 
 def results_table_asset(spec: DatasetSpec, name: str, ins: dict[str, dg.AssetIn], description: str):
     """``@dg.asset`` for a results table: the IO manager writes the returned frame to Parquet,
-    the view ``<dataset>.<name>`` and this dataset's rows of ``results.<name>`` in DuckDB."""
+    the view ``<dataset>.<name>`` and this dataset's rows of ``results.<name>`` in DuckDB, so
+    it queues in the ``duckdb`` pool (one writer at a time, dagster.yaml)."""
     return dg.asset(key=key(spec, name), group_name=spec.name, ins=ins, description=description,
-                    metadata={"results_table": name}, kinds={"duckdb", "pandas"})
+                    metadata={"results_table": name}, kinds={"duckdb", "pandas"}, pool="duckdb")
 
 
 def progress(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> Callable[[str], None]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tagrec_models.paths import default_home
-from tagrec_models.sources.folder import DATASETS_ENV, discover_folder_datasets
+from tagrec_models.catalog import discover_datasets
+from tagrec_models.sources.folder import DATASETS_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 COREL5K_ENV = "TAGREC_COREL5K"
@@ -77,7 +78,9 @@ def folder_datasets(home: Path, env_value: str | None) -> tuple[DatasetSpec, ...
     """A ``DatasetSpec`` (source ``folder``) per dataset folder found under ``home`` and in
     ``env_value`` (``TAGREC_DATASETS``); a name clashing with a built-in dataset is an error.
     Owners are required in the format, so ``has_users``; ``has_groups`` where the posts file
-    names any group (else paper 2 runs its no-group variants)."""
+    has a ``groups`` column (else paper 2 runs its no-group variants). Only each posts file's
+    header is read here: a file that does not parse fails its own ingest, naming it, and
+    never stops the other datasets from loading."""
     return tuple(
         DatasetSpec(
             name=found.name,
@@ -89,7 +92,7 @@ def folder_datasets(home: Path, env_value: str | None) -> tuple[DatasetSpec, ...
             recipe_overrides=dict(found.recipe_overrides),
             folder=str(found.folder),
         )
-        for found in discover_folder_datasets(
+        for found in discover_datasets(
             home, env_value, builtin=[spec.name for spec in BUILTIN_DATASETS]
         )
     )

@@ -8,6 +8,7 @@ bring-your-own folder adds the rows of its posts file that it skipped.
 
 
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
@@ -15,15 +16,18 @@ from pydantic import Field
 
 from assets.common import key, md_table, progress
 from assets.datasets import DatasetSpec, default_corel5k_folder
-from assets.resources import DataHomeResource, FlickrCredentials
+from assets.resources import DUCKDB_POOL, DataHomeResource, FlickrResource
 from tagrec_models.sources.corel5k import Corel5kConfig, read_corel5k
-from tagrec_models.sources.flickr.client import ClientConfig, FlickrClient
-from tagrec_models.sources.flickr.client import FlickrCredentials as ClientCredentials
 from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
 from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
 from tagrec_models.sources.folder import FolderConfig, read_folder
-from tagrec_models.sources.openclipart import OpenclipartConfig, read_openclipart
-from tagrec_models.sources.flickr.errors import CrawlStateError, FlickrApiError, FlickrConfigError
+from tagrec_models.sources.openclipart import MAX_FILE_BYTES, OpenclipartConfig, read_openclipart
+from tagrec_models.sources.flickr.errors import (
+    CrawlStateError,
+    FlickrApiError,
+    FlickrConfigError,
+    ImageDownloadError,
+)
 from tagrec_models.sources.tables import IMAGE_BROKEN, IngestError, IngestTables
 
 TABLES = ("photos", "photo_tags", "photo_groups", "images")
@@ -55,6 +59,13 @@ def failing_clearly(read, *args, **kwargs):
         return read(*args, **kwargs)
     except (IngestError, CrawlStateError, FlickrApiError, FlickrConfigError) as error:
         raise dg.Failure(description=str(error)) from error
+    except ImageDownloadError as error:
+        # An image host outage outlasting the retries: say which photo and URL, and that a
+        # later run resumes (the crawl keeps every finished page).
+        raise dg.Failure(
+            description=f"{error}; materialise the crawl again later: it resumes where it stopped",
+            metadata={"photo_id": error.photo_id, "url": dg.MetadataValue.url(error.url)},
+        ) from error
 
 
 def _emit(tables: IngestTables, extra: dict[str, pd.DataFrame] | None = None):
@@ -95,10 +106,15 @@ class OpenclipartSettings(dg.Config):
         default=50_000_000,
         description="Images with more pixels are recorded broken ('too large') without decoding; 0: no limit.",
     )
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES,
+        description="PNG files larger than this are recorded broken ('file too large') without being read; 0: no limit.",
+    )
 
 
 def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(spec, {"skipped_files": "SVG files that did not become photos, with the reason."}),
     )
@@ -118,6 +134,7 @@ def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
                 merge_owner_case=config.merge_owner_case,
                 merge_identical_copies=config.merge_identical_copies,
                 max_pixels=config.max_pixels or None,
+                max_file_bytes=config.max_file_bytes or None,
             ),
             log=progress(context),
         )
@@ -137,6 +154,7 @@ class Corel5kSettings(dg.Config):
 
 def corel5k_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(
             spec,
@@ -196,28 +214,24 @@ def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext,
         config: FlickrCrawlSettings,
         data_home: DataHomeResource,
-        flickr: FlickrCredentials,
+        flickr: FlickrResource,
     ) -> dg.MaterializeResult:
         """Crawl Flickr (group pools and/or tag/text search) into a resumable crawl folder:
         pages, each photo's groups (flickr.photos.getAllContexts) and image files. Rate limited,
         retried with back-off; a killed crawl resumes without re-asking finished pages; mode
         'recrawl' (the schedule's) adds only photos uploaded since the cursor."""
-        api_key, api_secret = flickr.require()
         if config.mode not in ("crawl", "recrawl"):
             raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
         crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
         run = recrawl if config.mode == "recrawl" else crawl_fn
 
         def start_crawl():
-            client = FlickrClient(
-                ClientCredentials(api_key, api_secret),
-                ClientConfig(
-                    **({"rest_url": flickr.rest_url} if flickr.rest_url else {}),
-                    calls_per_hour=float(flickr.calls_per_hour),
-                ),
-                log=progress(context),
-            )
-            return run(config.crawl_spec(), client, crawl_dir, log=progress(context))
+            client = flickr.client(log=progress(context))
+            fetcher = flickr.image_fetcher(log=progress(context))
+            try:
+                return run(config.crawl_spec(), client, crawl_dir, log=progress(context), fetcher=fetcher)
+            finally:
+                fetcher.close()
 
         summary = failing_clearly(start_crawl)
         return dg.MaterializeResult(
@@ -233,6 +247,7 @@ def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                 "pages_reused": summary.pages_reused,
                 "api_calls": dg.MetadataValue.json(summary.api_calls),
                 "retries": summary.retries,
+                "images_retried": summary.images_retried,
                 "cursors": dg.MetadataValue.json(summary.cursors),
             }
         )
@@ -246,6 +261,7 @@ class FlickrTablesSettings(dg.Config):
 
 def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}),
         deps=[key(spec, "crawl")],
@@ -271,10 +287,15 @@ class FolderSettings(dg.Config):
         default=50_000_000,
         description="Rows whose image has more pixels are skipped ('too large') without decoding; 0: no limit.",
     )
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES,
+        description="Rows whose image file is larger than this are skipped ('file too large') without reading it; 0: no limit.",
+    )
 
 
 def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__ingest",
         outs=_outs(
             spec,
@@ -289,7 +310,11 @@ def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
         tables = failing_clearly(
             read_folder,
             Path(config.folder or spec.folder),
-            FolderConfig(check_images=config.check_images, max_pixels=config.max_pixels or None),
+            FolderConfig(
+                check_images=config.check_images,
+                max_pixels=config.max_pixels or None,
+                max_file_bytes=config.max_file_bytes or None,
+            ),
             log=progress(context),
         )
         skipped = tables.skipped_rows
@@ -303,13 +328,20 @@ def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
     return ingest
 
 
+# Each source's ingest asset factories, by ``DatasetSpec.source``: a new source is one entry.
+SOURCE_ASSETS: dict[str, tuple[Callable[[DatasetSpec], dg.AssetsDefinition], ...]] = {
+    "openclipart": (openclipart_ingest,),
+    "corel5k": (corel5k_ingest,),
+    "flickr": (flickr_crawl_asset, flickr_ingest),
+    "folder": (folder_ingest,),
+}
+# Extra ingest outputs a source offers to later stages (the splits read ``standard_split``).
+SOURCE_SPLIT_TABLE: dict[str, str] = {"corel5k": "standard_split"}
+
+
 def ingest_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
-    if spec.source == "openclipart":
-        return [openclipart_ingest(spec)]
-    if spec.source == "corel5k":
-        return [corel5k_ingest(spec)]
-    if spec.source == "flickr":
-        return [flickr_crawl_asset(spec), flickr_ingest(spec)]
-    if spec.source == "folder":
-        return [folder_ingest(spec)]
-    raise ValueError(f"dataset {spec.name!r}: unknown source {spec.source!r}")
+    if spec.source not in SOURCE_ASSETS:
+        raise ValueError(
+            f"dataset {spec.name!r}: unknown source {spec.source!r}; known: {sorted(SOURCE_ASSETS)}"
+        )
+    return [build(spec) for build in SOURCE_ASSETS[spec.source]]

@@ -16,7 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from tagrec_models.paths import DataHome
-from tagrec_models.storage.atomic import atomic_path, write_parquet
+from tagrec_models.storage.atomic import atomic_path, staged_path
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
 PREVIEW_ROWS = 8
@@ -45,13 +45,15 @@ class TagrecIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         dataset, name = self._names(context.asset_key)
         if isinstance(obj, pd.DataFrame):
-            path = write_parquet(obj, self._home().table_path(dataset, name))
-            store = DuckDBStore(DataHome(Path(self.root).resolve()).duckdb_path)
-            store.create_parquet_view(dataset, name, path)
+            path = self._home().table_path(dataset, name)
+            store = DuckDBStore(self._home().duckdb_path, log=context.log.info)
             results_table = (context.definition_metadata or {}).get("results_table")
-            if results_table is not None:
-                table = getattr(results_table, "value", results_table)
-                store.replace_result_rows(str(table), dataset, obj)
+            table = None if results_table is None else str(getattr(results_table, "value", results_table))
+            # The new Parquet file replaces the old one only together with the DuckDB write
+            # (view, results rows): a busy or failing database leaves both as they were.
+            with staged_path(path) as staged:
+                obj.to_parquet(staged, index=False)
+                store.publish_parquet(dataset, name, staged, path, table, obj if table else None)
             context.add_output_metadata(
                 {
                     "dagster/row_count": len(obj),

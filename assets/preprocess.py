@@ -8,6 +8,7 @@ import pandas as pd
 from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
 from assets.recipe_settings import RecipeSettings
+from assets.resources import DUCKDB_POOL
 from tagrec_models.preprocess.checks import check_core, check_nonempty
 from tagrec_models.preprocess.filtering import PreprocessError, preprocess
 from tagrec_models.preprocess.relations import PreprocessInputError
@@ -17,6 +18,7 @@ def preprocess_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     filtered_key = key(spec, "filtered_assignments")
 
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__preprocess",
         outs={
             "filtered_assignments": dg.AssetOut(

@@ -7,7 +7,9 @@ import pandas as pd
 
 from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
+from assets.ingest import SOURCE_SPLIT_TABLE
 from assets.recipe_settings import RecipeSettings
+from assets.resources import DUCKDB_POOL
 from tagrec_models.preprocess.checks import check_disjoint_parts, check_heldout_seen_in_train
 from tagrec_models.preprocess.relations import PreprocessInputError
 from tagrec_models.preprocess.splits import PARTS, split_per_user, split_predefined
@@ -22,10 +24,12 @@ PART_DESCRIPTIONS = {
 def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     train_key = key(spec, "train")
     ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments"))}
-    if spec.source == "corel5k":
-        ins["standard_split"] = dg.AssetIn(key(spec, "standard_split"))
+    split_table = SOURCE_SPLIT_TABLE.get(spec.source)
+    if split_table is not None:
+        ins["standard_split"] = dg.AssetIn(key(spec, split_table))
 
     @dg.multi_asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         name=f"{spec.name}__splits",
         outs={
             part: dg.AssetOut(

@@ -6,13 +6,14 @@ import pandas as pd
 
 from assets.common import key, progress
 from assets.datasets import DatasetSpec
-from assets.resources import DataHomeResource
+from assets.resources import DUCKDB_POOL, DataHomeResource
 from tagrec_models.preprocess.assemble import assignments_from_ingest
 from tagrec_models.vocabulary.wordnet import WordNetSetupError, map_tags
 
 
 def vocabulary_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     @dg.asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         key=key(spec, "tag_mapping"),
         group_name=spec.name,
         ins={"photo_tags": dg.AssetIn(key(spec, "photo_tags"))},
@@ -36,6 +37,7 @@ def vocabulary_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         return frame
 
     @dg.asset(
+        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
         key=key(spec, "assignments"),
         group_name=spec.name,
         ins={

@@ -1,5 +1,6 @@
 """The Definitions that ``dagster dev`` loads (``workspace.yaml``): every dataset's assets,
-the resources, one job per dataset, and the Flickr re-crawl schedule (off by default)."""
+the resources, one job per dataset, the Flickr re-crawl schedule (off by default) and the
+``pool_watch`` sensor (dead runs' pool slots freed, waiting steps told why)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import dagster as dg
 from assets.datasets import DATASETS, FLICKR
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
-from assets.resources import DataHomeResource, FlickrCredentials
+from assets.resources import DataHomeResource, FlickrResource
+from pipelines.monitoring import pool_watch
 from tagrec_models.paths import default_home
 
 
@@ -56,13 +58,18 @@ def build_definitions() -> dg.Definitions:
         assets=with_code_references([a for spec in DATASETS for a in dataset_assets(spec)]),
         jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job],
         schedules=[flickr_recrawl_schedule],
+        sensors=[pool_watch],
         resources={
             "io_manager": TagrecIOManager(root=home),
             "data_home": DataHomeResource(root=home),
-            "flickr": FlickrCredentials(
+            "flickr": FlickrResource(
                 api_key=dg.EnvVar("FLICKR_API_KEY"),
                 api_secret=dg.EnvVar("FLICKR_API_SECRET"),
                 rest_url=os.environ.get("FLICKR_REST_URL", ""),
+                # Overrides for a local test server (the soak, the kill tests); Flickr's own
+                # limit is 3,600 calls an hour per key.
+                calls_per_hour=int(os.environ.get("FLICKR_CALLS_PER_HOUR", "3600")),
+                retry_base_delay_s=float(os.environ.get("FLICKR_RETRY_BASE_DELAY_S", "1.0")),
             ),
         },
     )

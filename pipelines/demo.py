@@ -18,6 +18,7 @@ import dagster as dg
 import pandas as pd
 
 from pipelines.definitions import defs
+from pipelines.instance import ready_instance
 from tagrec_models import reporting
 from tagrec_models.paths import DataHome
 from tagrec_models.preprocess.recipes import PROFILES as RECIPES
@@ -63,7 +64,8 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
 
 
 def summary(dataset: str) -> str:
-    store = DuckDBStore(DataHome.from_env().duckdb_path)
+    # Waits (bounded, with a message) while another process holds the database file.
+    store = DuckDBStore(DataHome.from_env().duckdb_path, log=lambda message: print(message, file=sys.stderr))
     lines = []
     with store.reader() as con:
         tables = {r[0] for r in con.execute(
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="materialise only this asset and what it needs (repeatable), e.g. paper1_results")
     args = parser.parse_args(argv)
     datasets = args.dataset or ["openclipart"]
-    instance = dg.DagsterInstance.get()
+    instance = ready_instance()  # under a lock: another process may be opening it too
     for dataset in datasets:
         job = defs.resolve_job_def(f"{dataset}_all")
         selection = None

@@ -20,6 +20,7 @@ the files ``paths.DataHome.table_path`` and ``object_path`` name.
 from __future__ import annotations
 
 import pickle
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +109,8 @@ def read_leaderboard(home: DataHome, dataset: str) -> pd.DataFrame:
     missing = (f"no leaderboard for {dataset!r} (DuckDB table results.{LEADERBOARD} in {home.duckdb_path}): "
                f"{materialise_hint(dataset, LEADERBOARD)}, or pass --model NAME")
     try:
-        con = DuckDBStore(home.duckdb_path).reader()
+        # Another process may hold the database (a pipeline step, a duckdb shell): wait, say so.
+        con = DuckDBStore(home.duckdb_path, log=lambda message: print(message, file=sys.stderr)).reader()
     except FileNotFoundError:
         raise SuggestError(missing) from None
     except DatabaseBusyError as error:

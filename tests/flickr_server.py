@@ -15,8 +15,8 @@ uploaded up to ``visible_until`` are listed, so a test "adds" photos by moving i
 
 Faults (``Fault`` and its constructors) hit the matching requests a bounded number of times:
 HTTP errors (500, 429 with ``Retry-After``), slow answers, malformed JSON, ``stat: fail``
-answers, truncated images (short body, or a connection cut before ``Content-Length``) and
-missing fields. Every request is logged (method and parameters, never the OAuth header), so a
+answers, truncated images (short body, or a connection cut before ``Content-Length``), other
+image bodies (a decompression bomb) and missing fields. Every request is logged (method and parameters, never the OAuth header), so a
 test can count what was asked. Bound to 127.0.0.1 on a free port; every wait is capped.
 """
 
@@ -148,7 +148,7 @@ class Fault:
     """One injected fault; it hits the next ``times`` requests that match ``target``
     (``rest`` or ``image``), ``method`` and every ``match`` parameter (compared as strings)."""
 
-    action: str  # status | slow | malformed | fail | truncate | cut | drop_field
+    action: str  # status | slow | malformed | fail | truncate | cut | drop_field | replace
     target: str = "rest"
     method: str | None = None
     match: dict[str, str] = field(default_factory=dict)
@@ -161,6 +161,7 @@ class Fault:
     field_name: str = ""
     photo_id: str | None = None
     keep_bytes: int = 0
+    body: bytes = b""
 
     def __post_init__(self) -> None:
         if not 1 <= self.times <= MAX_FAULT_TIMES:
@@ -202,6 +203,11 @@ def truncated_image(keep_bytes: int, **kw: Any) -> Fault:
 def cut_image(keep_bytes: int, **kw: Any) -> Fault:
     """The full ``Content-Length`` announced, ``keep_bytes`` sent, connection closed."""
     return Fault("cut", target="image", keep_bytes=keep_bytes, **kw)
+
+
+def replaced_image(body: bytes, **kw: Any) -> Fault:
+    """``body`` served whole instead of the photo's PNG (an image the host really holds)."""
+    return Fault("replace", target="image", body=body, **kw)
 
 
 def missing_field(field_name: str, *, photo_id: str | None = None, **kw: Any) -> Fault:
@@ -522,6 +528,8 @@ class FlickrTestServer:
             time.sleep(fault.delay_s)
         if fault is not None and fault.action == "truncate":
             data = data[: fault.keep_bytes]
+        if fault is not None and fault.action == "replace":
+            data = fault.body
         if fault is not None and fault.action == "cut":
             handler.reply(200, data[: fault.keep_bytes], "image/png", content_length=len(data))
             handler.close_connection = True

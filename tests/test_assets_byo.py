@@ -119,3 +119,31 @@ def test_the_definitions_get_the_byo_group_and_job(byo_home):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["mine_all", "True", "True", "True"]
+
+
+def test_an_unreadable_posts_file_fails_only_its_own_dataset(byo_home):
+    """A Latin-1 posts file under byo/ must not break the Definitions (so the openclipart demo
+    and the UI still load): its dataset is registered and its ingest fails naming the file."""
+    bad = byo_home / "byo" / "latin"
+    (bad / "images").mkdir(parents=True)
+    (bad / "posts.csv").write_bytes("photo_id,owner,tags\n1,Jos\xe9,caf\xe9\n".encode("latin-1"))
+    script = (
+        "from pipelines.definitions import defs\n"
+        "print(sorted(j.name for j in defs.resolve_all_job_defs() if j.name.endswith('_all')))\n"
+    )
+    env = {**os.environ, "TAGREC_HOME": str(byo_home)}
+    env.pop(DATASETS_ENV, None)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'latin_all'" in done.stdout and "'mine_all'" in done.stdout and "'openclipart_all'" in done.stdout
+    spec = next(s for s in folder_datasets(byo_home, None) if s.name == "latin")
+    result = dg.materialize(
+        dataset_assets(spec),
+        selection=dg.AssetSelection.assets(dg.AssetKey(["latin", "photos"])).required_multi_asset_neighbors(),
+        resources=resources(byo_home),
+        raise_on_error=False,
+    )
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert f"{bad / 'posts.csv'} cannot be read as CSV (UTF-8)" in message

@@ -12,15 +12,15 @@ import pandas as pd
 from assets.datasets import FLICKR
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
-from assets.resources import DataHomeResource, FlickrCredentials
-from flickr_server import TEST_KEY, TEST_SECRET, flickr_server  # noqa: F401 (fixture)
+from assets.resources import DataHomeResource, FlickrResource
+from flickr_server import TEST_KEY, TEST_SECRET, flickr_server, http_error  # noqa: F401 (fixture)
 
 CRAWL_AND_TABLES = dg.AssetSelection.assets(
     *[dg.AssetKey(["flickr", n]) for n in ("crawl", "photos", "photo_tags", "photo_groups", "images", "skipped_files")]
 )
 
 
-def run(home: Path, server, mode: str = "crawl", key: str = TEST_KEY, secret: str = TEST_SECRET):
+def run(home: Path, server, mode: str = "crawl", key: str = TEST_KEY, secret: str = TEST_SECRET, **flickr):
     groups = sorted(server.groups)
     return dg.materialize(
         dataset_assets(FLICKR),
@@ -28,8 +28,8 @@ def run(home: Path, server, mode: str = "crawl", key: str = TEST_KEY, secret: st
         resources={
             "io_manager": TagrecIOManager(root=str(home)),
             "data_home": DataHomeResource(root=str(home)),
-            "flickr": FlickrCredentials(
-                api_key=key, api_secret=secret, rest_url=server.rest_url, calls_per_hour=10**7
+            "flickr": FlickrResource(
+                api_key=key, api_secret=secret, rest_url=server.rest_url, calls_per_hour=10**7, **flickr
             ),
         },
         run_config={
@@ -94,3 +94,19 @@ def test_a_wrong_key_is_a_permanent_error_naming_the_method(tmp_path, flickr_ser
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     message = failure.event_specific_data.error.to_string()
     assert "flickr." in message and "not-the-key" not in message
+
+
+def test_an_image_outage_is_a_clear_failure_naming_the_photo_and_url(tmp_path, flickr_server):
+    server = flickr_server
+    victim = min(p.photo_id for p in server.photos)
+    server.add_fault(http_error(503, target="image", times=50, match={"photo_id": victim}))
+    result = run(tmp_path, server, max_attempts=2, retry_base_delay_s=0.01)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    error = failure.event_specific_data.error
+    assert error.cls_name == "Failure"  # not a wrapped ImageDownloadError stack trace
+    url = server.image_url(server.photo(victim), "z")
+    assert f"image of photo {victim} at {url} failed: gave up after 2 attempts; last: HTTP 503" in error.message
+    assert "resumes where it stopped" in error.message
+    metadata = failure.event_specific_data.user_failure_data.metadata
+    assert metadata["photo_id"].value == victim and metadata["url"].value == url

@@ -13,7 +13,7 @@ import pytest
 from assets.datasets import COREL5K, OPENCLIPART
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
-from assets.resources import DataHomeResource, FlickrCredentials
+from assets.resources import DataHomeResource, FlickrResource
 
 REPO = Path(__file__).resolve().parents[1]
 NLTK_DATA = REPO / "data" / "nltk_data"
@@ -28,7 +28,7 @@ def resources(home: Path) -> dict:
     return {
         "io_manager": TagrecIOManager(root=str(home)),
         "data_home": DataHomeResource(root=str(home), nltk_data_dir=str(NLTK_DATA)),
-        "flickr": FlickrCredentials(),
+        "flickr": FlickrResource(),
     }
 
 

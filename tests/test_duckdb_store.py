@@ -61,25 +61,82 @@ def test_writers_in_two_threads_take_turns(tmp_path):
         assert con.execute("SELECT count(*) FROM results.t").fetchone()[0] == 2
 
 
-def test_a_foreign_writer_gives_a_clear_error(tmp_path):
-    path = tmp_path / "t.duckdb"
-    duckdb.connect(str(path)).close()
-    store = DuckDBStore(path)
-    # A second read-write connection inside this process is allowed by DuckDB, so simulate
-    # a foreign process by holding the file open read-only and writing from a subprocess.
+HOLDER = (
+    "import duckdb, sys\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print('holding', flush=True)\n"
+    "sys.stdin.readline()  # until told to let go\n"
+)
+
+
+@pytest.fixture()
+def holder(tmp_path):
+    """Another process that holds ``t.duckdb`` open for writing until ``release()``."""
     import subprocess
     import sys
 
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(path)!r}); time.sleep(20)"],
-    )
-    try:
-        import time
+    path = tmp_path / "t.duckdb"
+    duckdb.connect(str(path)).close()
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding"
 
-        time.sleep(1.5)
-        with pytest.raises(DatabaseBusyError, match="another process holds it"):
-            with store.writer():
+    def release() -> None:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        proc.wait(timeout=30)
+
+    proc.release = release
+    proc.path = path
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_a_foreign_writer_gives_a_clear_error_after_a_bounded_wait(holder):
+    store = DuckDBStore(holder.path, busy_timeout_s=0.5)
+    for open_it in (store.writer, store.reader):
+        with pytest.raises(DatabaseBusyError, match=r"another process holds it .*waited 0.5 s"):
+            with open_it():
                 pass
-    finally:
-        holder.kill()
-        holder.wait()
+
+
+def test_readers_and_writers_wait_for_a_foreign_holder_and_say_so(holder):
+    told: list[str] = []
+
+    def on_wait(message: str) -> None:
+        told.append(message)
+        holder.release()  # the other program closes its session while we wait
+
+    for open_it in ("reader", "writer"):
+        store = DuckDBStore(holder.path, busy_timeout_s=120, log=on_wait)
+        with getattr(store, open_it)() as con:
+            assert con.execute("SELECT 42").fetchone() == (42,)
+        if open_it == "reader":
+            assert told == [f"{holder.path} is held by another process; waiting up to 120 s for it"]
+
+
+def test_publish_leaves_parquet_and_database_in_step_when_the_write_fails(holder, tmp_path):
+    final = tmp_path / "tables" / "photos.parquet"
+    old = pd.DataFrame({"photo_id": ["a"]})
+    new = pd.DataFrame({"photo_id": ["a", "b"]})
+    write_parquet(old, final)
+    staged = tmp_path / "tables" / "staged.parquet"
+    # The database is busy: the old file stays, the new one is not moved into place.
+    new.to_parquet(staged, index=False)
+    with pytest.raises(DatabaseBusyError):
+        DuckDBStore(holder.path, busy_timeout_s=0.3).publish_parquet("toy", "photos", staged, final)
+    pd.testing.assert_frame_equal(pd.read_parquet(final), old)
+    holder.release()
+    store = DuckDBStore(holder.path)
+    store.publish_parquet("toy", "photos", staged, final, "leaderboard", old)
+    # The results write fails after the file was replaced (a results frame that already has a
+    # ``dataset`` column is refused): the old file comes back and the database keeps its rows.
+    write_parquet(old, final)
+    new.to_parquet(staged, index=False)
+    with pytest.raises(ValueError, match="dataset"):
+        store.publish_parquet("toy", "photos", staged, final, "leaderboard", pd.DataFrame({"dataset": [1]}))
+    pd.testing.assert_frame_equal(pd.read_parquet(final), old)
+    with store.reader() as con:
+        assert con.execute("SELECT count(*) FROM results.leaderboard").fetchone() == (1,)
+    assert sorted(p.name for p in final.parent.iterdir()) == ["photos.parquet"]

@@ -29,6 +29,7 @@ from flickr_server import (  # noqa: F401  (flickr_server is a fixture)
     flickr_server,
     http_error,
     missing_field,
+    replaced_image,
     truncated_image,
 )
 
@@ -198,6 +199,97 @@ def test_broken_images_are_recorded_with_their_reason(flickr_server, tmp_path):
     assert (row["status"], row["reason"]) == (IMAGE_BROKEN, "HTTP 404") and pd.isna(row["path"])
     assert images.loc[cut, "status"] == IMAGE_OK and server.count("image", photo_id=cut) == 2
     assert images.loc[limited, "status"] == IMAGE_OK and 3.0 in fake.sleeps
+
+
+def decompression_bomb_png() -> bytes:
+    """A real PNG of 8000 x 8000 one-bit pixels (64 Mpx) that compresses to a few kilobytes."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, format="PNG", optimize=True)
+    return buffer.getvalue()
+
+
+def test_an_image_over_max_pixels_is_broken_with_its_reason_not_decoded(flickr_server, tmp_path):
+    server = flickr_server
+    spec = CrawlSpec(tags=("container",))
+    victim = sorted(expected_ids(server, spec))[0]
+    bomb = decompression_bomb_png()
+    assert len(bomb) < 100_000
+    server.add_fault(replaced_image(bomb, match={"photo_id": victim}))
+    summary = run(crawl, spec, server, tmp_path / "c")
+    images = load_ingest_tables(tmp_path / "c").images.set_index("photo_id")
+    row = images.loc[victim]
+    assert row["status"] == IMAGE_BROKEN and pd.isna(row["width"])
+    assert row["reason"] == "too large to decode safely: 8000x8000 = 64,000,000 pixels > max_pixels 50,000,000"
+    assert row["sha256"] == hashlib.sha256(bomb).hexdigest()
+    assert (summary.images_ok, summary.images_broken) == (1, 1)
+    # Not a passing failure: a later crawl does not ask for it again.
+    server.reset_log()
+    run(crawl, spec, server, tmp_path / "c")
+    assert server.count("image") == 0
+
+
+def test_a_truncated_download_is_asked_for_again_by_the_next_crawl(flickr_server, tmp_path):
+    """A one-off truncated transfer is retried on the next crawl (and re-crawl) until it
+    decodes, up to MAX_IMAGE_DOWNLOADS downloads; a 404 is the answer and is not retried."""
+    server = flickr_server
+    group = server.group_by_name("special/patterns")
+    members = sorted(p.photo_id for p in server.photos if group.group_id in p.group_ids)
+    once, always, missing = members[:3]
+    server.add_fault(
+        truncated_image(300, match={"photo_id": once}),
+        truncated_image(300, times=50, match={"photo_id": always}),
+        http_error(404, target="image", match={"photo_id": missing}, times=50),
+    )
+    spec = CrawlSpec(group_ids=(group.group_id,))
+    first = run(crawl, spec, server, tmp_path / "c")
+    assert first.images_broken == 3
+    second = run(crawl, spec, server, tmp_path / "c")
+    images = load_ingest_tables(tmp_path / "c").images.set_index("photo_id")
+    assert images.loc[once, "status"] == IMAGE_OK and second.images_retried == 2
+    assert images.loc[once, "sha256"] == hashlib.sha256(server.photo(once).png.read_bytes()).hexdigest()
+    assert Path(images.loc[once, "path"]).read_bytes() == server.photo(once).png.read_bytes()
+    third = run(recrawl, spec, server, tmp_path / "c")
+    images = load_ingest_tables(tmp_path / "c").images.set_index("photo_id")
+    assert third.images_retried == 1 and images.loc[always, "reason"].endswith("(gave up after 3 downloads)")
+    assert (images.loc[missing, "status"], images.loc[missing, "reason"]) == (IMAGE_BROKEN, "HTTP 404")
+    assert server.count("image", photo_id=always) == 3 and server.count("image", photo_id=missing) == 1
+    server.reset_log()
+    assert run(recrawl, spec, server, tmp_path / "c").images_retried == 0 and server.count("image") == 0
+
+
+@pytest.mark.parametrize("listing", ["pool", "search"])
+def test_a_photo_skipped_for_a_missing_field_is_listed_again_by_the_next_recrawl(flickr_server, tmp_path, listing):
+    server = flickr_server
+    if listing == "pool":
+        spec, method = CrawlSpec(group_ids=(server.group_by_name("special/patterns").group_id,), per_page=4), POOLS
+    else:
+        spec, method = CrawlSpec(tags=("pattern",), per_page=4), SEARCH
+    run(crawl, spec, server, tmp_path / "whole")
+    members = sorted(expected_ids(server, spec))  # ids grow with upload dates
+    # The one-off fault hits the first listing request: put its photo on page 1 (pools list
+    # the newest first, the search the oldest first).
+    flaky = members[-2] if listing == "pool" else members[1]
+    broken = members[4]
+    server.add_fault(
+        missing_field("dateupload", photo_id=flaky, method=method),
+        missing_field("owner", photo_id=broken, method=method, times=50),
+    )
+    run(crawl, spec, server, tmp_path / "c")
+    assert set(load_skips(tmp_path / "c")["photo_id"]) == {flaky, broken}
+    for _ in range(3):
+        run(recrawl, spec, server, tmp_path / "c")
+    photos = load_ingest_tables(tmp_path / "c").photos
+    assert set(photos["photo_id"]) == set(members) - {broken}
+    skips = load_skips(tmp_path / "c")
+    assert list(skips["photo_id"]) == [broken] * 3  # one per round it was listed, then for good
+    assert skips["reason"].iloc[-1] == "missing field 'owner' (in 3 rounds)"
+    server.reset_log()
+    run(recrawl, spec, server, tmp_path / "c")
+    assert server.count(CONTEXTS) == 0
 
 
 def test_bad_records_and_deleted_photos_are_skips_not_silent_drops(flickr_server, tmp_path):
@@ -391,6 +483,43 @@ def test_sigkill_midway_then_resume(flickr_server, tmp_path):
         assert listing_requests(server, query, page) == 1
 
 
+WRITE_FAILS_MIDWAY = (
+    "import json, os, resource, signal, sys\n"
+    "from tagrec_models.sources.flickr import *\n"
+    "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG\n"
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[4]), int(sys.argv[4])))\n"
+    "client = FlickrClient(FlickrCredentials(os.environ['FLICKR_API_KEY'], os.environ['FLICKR_API_SECRET']),\n"
+    "                      ClientConfig(rest_url=sys.argv[1], calls_per_hour=30000))\n"
+    "crawl(CrawlSpec(**json.loads(sys.argv[3])), client, sys.argv[2])\n"
+)
+
+
+def test_an_image_write_cut_midway_is_never_reused_as_a_finished_file(flickr_server, tmp_path):
+    """The process dies inside the image write (a file-size limit cuts it after 20 kB, as a
+    full disk or a kill would): the resumed crawl must download the image again, never take a
+    half-written file under the image's final name as finished."""
+    server = flickr_server
+    spec = CrawlSpec(group_ids=(server.group_by_name("buildings/homes").group_id,))
+    (photo,) = [p for p in server.photos if spec.group_ids[0] in p.group_ids]
+    limit = 20_000
+    assert photo.png.stat().st_size > 2 * limit
+    run(crawl, spec, server, tmp_path / "whole")
+    crawl_dir = tmp_path / "cut"
+    env = dict(os.environ, PYTHONPATH=str(REPO), FLICKR_API_KEY=TEST_KEY, FLICKR_API_SECRET=TEST_SECRET)
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_FAILS_MIDWAY, server.rest_url, str(crawl_dir),
+         json.dumps({"group_ids": list(spec.group_ids)}), str(limit)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0 and "File too large" in done.stderr, done.stderr[-2000:]
+    assert server.count("image", photo_id=photo.photo_id) == 2
+    assert not list((crawl_dir / "images").glob(f"{photo.photo_id}.*"))  # no partial final file
+    run(crawl, spec, server, crawl_dir)
+    assert_same_tables(snapshot(tmp_path / "whole"), snapshot(crawl_dir))
+    assert server.count("image", photo_id=photo.photo_id) == 3
+    assert not [p for p in crawl_dir.rglob("*.tmp")]
+
+
 # -- re-crawls ----------------------------------------------------------------------------------
 
 
@@ -454,6 +583,50 @@ def test_recrawl_killed_midway_resumes_with_its_stored_cursor(flickr_server, tmp
     assert_same_tables(snapshot(tmp_path / "whole"), snapshot(tmp_path / "killed"))
     state = json.loads((tmp_path / "killed" / "state.json").read_text())
     assert state["rounds"][1]["cursors"] == json.loads((tmp_path / "whole" / "state.json").read_text())["rounds"][1]["cursors"]
+
+
+def sorted_tables(crawl_dir: Path) -> dict[str, pd.DataFrame]:
+    """The ingest tables up to row order (image paths relative to the crawl directory)."""
+    out = {}
+    for name, frame in snapshot(crawl_dir).items():
+        if name == "skips":
+            continue
+        out[name] = frame.sort_values(list(frame.columns)).reset_index(drop=True)
+    return out
+
+
+CAPS = {
+    "max_photos": {"max_photos": 4},  # with 3 per page: 2 photos listed on page 2 and dropped
+    "max_pages": {"max_pages": 1},
+    "both": {"max_photos": 4, "max_pages": 2},
+}
+
+
+@pytest.mark.parametrize("cap", sorted(CAPS))
+@pytest.mark.parametrize("listing", ["pool", "search"])
+def test_capped_crawl_then_uncapped_recrawls_converge_to_one_uncapped_crawl(flickr_server, tmp_path, cap, listing):
+    """A round cut by max_photos / max_pages must not move the cursor past what it left out:
+    the search past photos listed but dropped by the budget, the pool (newest first) past the
+    pages it never read."""
+    server = flickr_server
+    fields = (
+        {"group_ids": (server.group_by_name("shapes").group_id,)}
+        if listing == "pool"
+        else {"tags": ("shape", "unsorted", "pattern", "jigsaw")}
+    )
+    spec = CrawlSpec(per_page=3, download_images=False, **fields)
+    run(crawl, spec, server, tmp_path / "whole")
+    whole = sorted_tables(tmp_path / "whole")
+    assert len(whole["photos"]) >= 11
+    capped = CrawlSpec(per_page=3, download_images=False, **fields, **CAPS[cap])
+    first = run(crawl, capped, server, tmp_path / "c")
+    assert first.photos < len(whole["photos"])
+    run(recrawl, spec, server, tmp_path / "c")
+    for name, frame in sorted_tables(tmp_path / "c").items():
+        pd.testing.assert_frame_equal(frame, whole[name], obj=name)
+    server.reset_log()
+    again = run(recrawl, spec, server, tmp_path / "c")
+    assert again.new_photos == 0 and server.count(CONTEXTS) == 0
 
 
 @pytest.mark.slow

@@ -280,3 +280,16 @@ def test_full_corpus_counts():
     assert (multi > 1).sum() >= 400  # the 663 symlinks
     assert set(tables.skips["reason"].str.split(" ").str[0]) <= {"no", "symlink"}
     assert (tables.images["status"] == "ok").mean() > 0.99
+
+
+def test_an_oversized_file_is_broken_without_being_read(tmp_path):
+    """A 100 MB file named like an image is refused on its size (the default cap is 64 MiB),
+    before a byte is read: it is never held in memory to be hashed or decoded."""
+    from tagrec_models.sources.openclipart import MAX_FILE_BYTES, check_image
+
+    big = tmp_path / "p2.png"
+    with big.open("wb") as handle:
+        handle.truncate(100 * 1024 * 1024)  # sparse: costs no disk
+    row = check_image(big)
+    assert row["status"] == "broken" and row["sha256"] is None
+    assert row["reason"] == f"file too large: {100 * 1024 * 1024:,} bytes > max_file_bytes {MAX_FILE_BYTES:,}"

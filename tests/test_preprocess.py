@@ -100,6 +100,21 @@ def test_top_n_counts_posts_and_breaks_ties_by_name(con):
     }  # fmt: skip
 
 
+def test_top_n_tie_break_by_name_holds_on_shuffled_inputs_with_many_ties(con):
+    """Twenty tags tie on the same post count; top-3 must keep the three alphabetically first
+    whatever order the rows arrive in (the row order DuckDB happens to scan must not decide)."""
+    import random
+
+    tags = [f"tag{i:02d}" for i in range(20)]
+    rows = [(f"u{j}", f"p{t}-{j}", t) for t in tags for j in range(3)]  # every tag on 3 posts
+    rows += [("u9", f"q{j}", "zz_popular") for j in range(4)]  # one clear winner on 4
+    for seed in range(8):
+        shuffled = rows[:]
+        random.Random(seed).shuffle(shuffled)
+        result = preprocess(con, frame(shuffled), recipe(top_n_tags=3))
+        assert sorted(result.assignments["tag"].unique()) == ["tag00", "tag01", "zz_popular"], seed
+
+
 def many_users(n_users: int = 40, posts: int = 3) -> pd.DataFrame:
     return frame(
         [(f"user{u:02d}", f"user{u:02d}-p{p}", "t") for u in range(n_users) for p in range(posts)]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tagrec_models.catalog import discover_datasets
 from tagrec_models.sources.folder import (
     DEFAULT_RECIPE,
     FolderDatasetError,
@@ -192,6 +193,61 @@ def test_a_csv_saved_with_a_byte_order_mark_reads(tmp_path, six_posts):
     assert list(read_folder(folder).photos["photo_id"]) == [six_posts[0]["photo_id"]]
 
 
+def test_a_trailing_comma_on_every_row_does_not_shift_the_columns(tmp_path, six_posts):
+    folder = build_byo_folder(tmp_path / "mine", six_posts[:2])
+    posts = folder / "posts.csv"
+    lines = posts.read_text(encoding="utf-8").splitlines()
+    for with_header in (False, True):
+        rows = [lines[0] + ("," if with_header else "")] + [line + "," for line in lines[1:]]
+        posts.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        tables = read_folder(folder)
+        assert list(tables.photos["photo_id"]) == [p["photo_id"] for p in six_posts[:2]], with_header
+        assert list(tables.photos["owner"]) == [p["owner"] for p in six_posts[:2]]
+        assert tables.skipped_rows.empty
+
+
+def test_a_nul_byte_in_a_cell_is_an_error_naming_the_line_not_a_silent_cut(tmp_path, six_posts):
+    folder = build_byo_folder(tmp_path / "mine", six_posts[:2])
+    posts = folder / "posts.csv"
+    data = posts.read_bytes()
+    owner = six_posts[1]["owner"].encode()
+    posts.write_bytes(data.replace(owner, owner[:2] + b"\x00" + owner[2:]))
+    with pytest.raises(IngestError) as error:
+        read_folder(folder)
+    assert str(posts) in str(error.value) and "NUL byte on line 3" in str(error.value)
+
+
+def test_a_symlink_under_images_to_a_file_outside_is_skipped(tmp_path, six_posts):
+    """With no image column the row's image is images/<photo_id>.<ext>; a link there to a file
+    outside the folder must not be read (nor its path recorded)."""
+    folder = build_byo_folder(tmp_path / "mine", six_posts[:2])
+    outside = tmp_path / "secret.png"
+    shutil.copyfile(six_posts[1]["source_image"], outside)
+    linked = folder / "images" / f"{six_posts[1]['photo_id']}.png"
+    linked.unlink()
+    linked.symlink_to(outside)
+    tables = read_folder(folder)
+    assert list(tables.photos["photo_id"]) == [six_posts[0]["photo_id"]]
+    assert not tables.images["path"].str.contains("secret").any()
+    (reason,) = tables.skipped_rows["reason"]
+    rel = linked.relative_to(folder / "images").as_posix()
+    assert reason == f"image images/{rel} is a link to a file outside images/"
+
+
+def test_an_image_file_over_the_size_cap_is_skipped_unread_naming_the_cap(tmp_path, six_posts):
+    from tagrec_models.sources.folder import FolderConfig
+
+    folder = build_byo_folder(tmp_path / "mine", six_posts[:2])
+    sizes = {p["photo_id"]: p["source_image"].stat().st_size for p in six_posts[:2]}
+    big, small = sorted(sizes, key=sizes.get, reverse=True)
+    limit = sizes[big] - 1
+    assert sizes[small] <= limit
+    tables = read_folder(folder, FolderConfig(max_file_bytes=limit))
+    assert list(tables.photos["photo_id"]) == [small]
+    (reason,) = tables.skipped_rows["reason"]
+    assert reason.endswith(f"file too large: {sizes[big]:,} bytes > max_file_bytes {limit:,}")
+
+
 def test_missing_required_columns_name_the_file_and_the_columns_found(tmp_path):
     folder = tmp_path / "mine"
     (folder / "images").mkdir(parents=True)
@@ -252,8 +308,10 @@ def test_folders_under_byo_and_in_the_environment_are_found(tmp_path, six_posts)
     build_byo_folder(home / "byo" / "mine", six_posts[:2])
     (home / "byo" / "not_a_dataset").mkdir()  # no posts file: not a dataset
     elsewhere = tmp_path / "elsewhere"
-    no_groups = [dict(p, groups=[]) for p in six_posts[2:4]]
-    build_byo_folder(elsewhere, no_groups)
+    build_byo_folder(elsewhere, six_posts[2:4])
+    # has_groups comes from the header alone: this file has no groups column.
+    no_groups = pd.read_csv(elsewhere / "posts.csv", dtype=str, keep_default_na=False)
+    no_groups.drop(columns=["groups"]).to_csv(elsewhere / "posts.csv", index=False)
     (elsewhere / "dataset.json").write_text(
         json.dumps({"recipe": "nuswide", "description": "two posts", "recipe_overrides": {"core_users": 1}})
     )
@@ -268,6 +326,27 @@ def test_folders_under_byo_and_in_the_environment_are_found(tmp_path, six_posts)
     # The same folder named twice is one dataset.
     again = discover_folder_datasets(home, f"mine={home / 'byo' / 'mine'}")
     assert [d.name for d in again] == ["mine"]
+
+
+UNREADABLE_POSTS = {
+    "latin1": "photo_id,owner,tags\n1,Jos\xe9,caf\xe9\n".encode("latin-1"),
+    "utf16": "photo_id,owner,tags\n1,ann,sky\n".encode("utf-16"),
+    "empty": b"",
+    "unbalanced_quotes": b'"photo_id,owner,tags\n1,ann,sky\n',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE_POSTS))
+def test_an_unreadable_posts_file_does_not_stop_discovery_and_fails_its_own_read(tmp_path, six_posts, kind):
+    home = tmp_path / "home"
+    build_byo_folder(home / "byo" / "good", six_posts[:2])
+    bad = build_byo_folder(home / "byo" / "bad", six_posts[:1])
+    (bad / "posts.csv").write_bytes(UNREADABLE_POSTS[kind])
+    found = {d.name: d for d in discover_folder_datasets(home)}
+    assert sorted(found) == ["bad", "good"] and found["good"].has_groups
+    with pytest.raises(IngestError) as error:
+        read_folder(bad)
+    assert str(bad / "posts.csv") in str(error.value)
 
 
 def _one_post_folder(folder: Path, six_posts) -> Path:
@@ -295,7 +374,7 @@ def test_bad_registrations_are_errors_naming_what_is_wrong(tmp_path, six_posts, 
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         (folder / "dataset.json").write_text(text)
     with pytest.raises(FolderDatasetError) as error:
-        discover_folder_datasets(tmp_path / "home", env.format(folder=folder), builtin=["openclipart"])
+        discover_datasets(tmp_path / "home", env.format(folder=folder), builtin=["openclipart"])
     assert message in str(error.value)
 
 
@@ -305,3 +384,19 @@ def test_one_name_for_two_folders_is_an_error(tmp_path, six_posts):
     other = _one_post_folder(tmp_path / "other", six_posts)
     with pytest.raises(FolderDatasetError, match="'mine' is given twice for different folders"):
         discover_folder_datasets(home, f"mine={other}")
+
+
+def test_the_sources_never_import_the_preprocessing():
+    """The import arrows point one way (preprocess -> sources): a fresh interpreter that
+    imports every source module has loaded no tagrec_models.preprocess module."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, pkgutil, importlib, tagrec_models.sources as s\n"
+        "for m in pkgutil.walk_packages(s.__path__, 'tagrec_models.sources.'): importlib.import_module(m.name)\n"
+        "print(sorted(n for n in sys.modules if n.startswith('tagrec_models.preprocess')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

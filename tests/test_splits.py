@@ -212,6 +212,28 @@ def test_predefined_split_repairs_validation_and_reports_unseen_test_tags(con):
         split_predefined(con, frame(rows), ["nope"], 0.1, seed=4)
 
 
+def test_predefined_split_carves_validation_from_train_on_a_synthetic_source(con):
+    """The twin of the Corel5k test that always runs: a source's own test list is kept as
+    given, validation is the documented seeded 10% of the train images (md5 order, floor),
+    and every held-out word is seen in train."""
+    words = [f"w{k}" for k in range(6)]
+    train_ids = [f"train{i:03d}" for i in range(60)]
+    test_ids = [f"test{i:02d}" for i in range(12)]
+    rows = [(None, image, words[i % 6]) for i, image in enumerate(train_ids)]
+    rows += [(None, image, words[(i + 1) % 6]) for i, image in enumerate(train_ids)]
+    rows += [(None, image, words[i % 6]) for i, image in enumerate(test_ids)]
+    result = split_predefined(con, frame(rows), test_ids, 0.1, seed=7)
+    stats = result.stats.set_index("part")
+    expected_val = set(sorted(train_ids, key=lambda i: (md5(f"7:val:{i}"), i))[:6])
+    parts = post_parts(result)
+    assert {p for (_, p), part in parts.items() if part == "val"} == expected_val
+    assert {p for (_, p), part in parts.items() if part == "test"} == set(test_ids)
+    assert (stats.loc["val", "posts"], stats.loc["val", "assignments"]) == (6, 12)
+    assert (stats.loc["test", "posts"], stats.loc["train", "posts"]) == (12, 54)
+    assert result.moved_to_train == 0 and result.dropped_assignments == 0
+    assert check_disjoint_parts(result.parts)[0] and check_heldout_seen_in_train(result.parts)[0]
+
+
 def read_corel5k(folder: Path, name: str) -> list[tuple[None, str, str]]:
     lines = (folder / f"corel5k_{name}_tags.tsv").read_text().splitlines()[1:]
     rows = []

@@ -35,15 +35,19 @@ Mapped to the contract of ``tagrec_models.sources.tables``: ``photos`` (``source
 Corel5k readers use: sha256, size, full decode).
 
 Errors and skips. A problem with the folder or the file as a whole is an ``IngestError`` naming
-the path: no folder, no ``images/``, no posts file or both, a file that does not parse,
-missing required columns (the message lists the columns found), unknown columns, no rows, or
-no usable row at all. A problem with one row makes that row a *skip*: a row of
+the path: no folder, no ``images/``, no posts file or both, a file that does not parse (not
+UTF-8, unbalanced quotes, empty), a NUL byte in a CSV (named by line: pandas would cut the
+cell there silently), missing required columns (the message lists the columns found), unknown
+columns, no rows, or no usable row at all. A trailing comma on every row (and the header) is
+read as the comma it is, not as a shifted first column. A problem with one row makes that row a *skip*: a row of
 ``FolderTables.skipped_rows`` (``row``: 1-based data row, the header not counted;
 ``photo_id``; ``reason``), never a crash and never silent. A row is skipped for: an empty
 ``photo_id``; a ``photo_id`` seen on an earlier row (the first one is kept); an empty
-``owner``; an ``upload_date`` that is not ISO 8601; an ``image`` outside ``images/``; no image
-file, or several ``images/<photo_id>.*`` candidates; an image that fails to decode (or is
-larger than ``FolderConfig.max_pixels``). So every row of the posts file is either a photo or
+``owner``; an ``upload_date`` that is not ISO 8601; an ``image`` outside ``images/``, or an
+``images/<photo_id>.<ext>`` that is a link to a file outside it (containment is checked on the
+resolved path); no image file, or several ``images/<photo_id>.*`` candidates; an image file
+larger than ``FolderConfig.max_file_bytes`` (not read at all), or one that fails to decode (or
+is larger than ``FolderConfig.max_pixels``). So every row of the posts file is either a photo or
 a skip.
 
 Where tagrec finds such folders (``discover_folder_datasets``): every ``<data home>/byo/<name>/``
@@ -53,11 +57,17 @@ holding a posts file, and every ``name=/path/to/folder`` entry of the environmen
 asset group and ``<name>_all`` job. ``dataset.json`` may pick the preprocessing recipe (one of
 ``tagrec_models.preprocess.recipes.PROFILES``; default ``DEFAULT_RECIPE``), override recipe
 fields and describe the dataset; a name clashing with a built-in dataset or given twice for
-different folders, a bad name, or a bad ``dataset.json`` is a ``FolderDatasetError``.
+different folders, a bad name, or a bad ``dataset.json`` is a ``FolderDatasetError``
+(``tagrec_models.catalog.discover_datasets`` also checks the recipe and its overrides).
+Discovery reads only the header of each posts file, so a file that does not parse (wrong
+encoding, unbalanced quotes, empty) never stops the other datasets from loading: it fails
+its own dataset's ingest, naming the file.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import re
 from dataclasses import dataclass, field
@@ -68,8 +78,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tagrec_models.preprocess.recipes import PROFILES, RecipeError, recipe_for
-from tagrec_models.sources.openclipart import check_image
+from tagrec_models.sources.openclipart import MAX_FILE_BYTES, check_image
 from tagrec_models.sources.tables import (
     IMAGE_BROKEN,
     IMAGES_COLUMNS,
@@ -114,11 +123,13 @@ class FolderConfig:
     """``check_images``: decode every image (else only hash it and read its header);
     ``max_pixels``: an image with more pixels is skipped ("too large") without decoding, as in
     ``OpenclipartConfig``; ``None``: only PIL's own decompression-bomb limit; ``cleaning``: the
-    cleaning that fills ``photo_tags.tag``."""
+    cleaning that fills ``photo_tags.tag``; ``max_file_bytes``: an image file larger than this
+    is skipped ("file too large") without reading it; ``None``: no limit."""
 
     check_images: bool = True
     max_pixels: int | None = 50_000_000
     cleaning: CleaningConfig = DEFAULT_CLEANING
+    max_file_bytes: int | None = MAX_FILE_BYTES
 
 
 @dataclass(frozen=True)
@@ -156,11 +167,15 @@ def _read_posts(path: Path, columns: list[str] | None = None) -> tuple[pd.DataFr
     of its list-typed columns (Parquet only)."""
     try:
         if path.suffix == ".csv":
+            _refuse_nul_bytes(path)
             frame = pd.read_csv(
                 # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark,
                 # which would otherwise become part of the first column's name.
                 path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
                 usecols=(lambda name: name.strip() in columns) if columns else None,
+                # A trailing comma on every row must not turn the first column into the
+                # index (pandas' default when rows have one field more than the header).
+                index_col=False,
             )
             list_columns: set[str] = set()
         else:
@@ -174,8 +189,34 @@ def _read_posts(path: Path, columns: list[str] | None = None) -> tuple[pd.DataFr
             pa.ArrowException, OSError) as error:
         kind = "CSV (UTF-8)" if path.suffix == ".csv" else "Parquet"
         raise IngestError(f"{path} cannot be read as {kind}: {error}") from None
+    if path.suffix == ".csv":
+        # A trailing comma on the header too gives a nameless column with nothing in it.
+        trailing = [c for c in frame.columns if _UNNAMED.match(str(c)) and (frame[c] == "").all()]
+        frame = frame.drop(columns=trailing)
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame, list_columns
+
+
+# pandas' name for a column whose header cell is empty.
+_UNNAMED = re.compile(r"^Unnamed: \d+$")
+_SCAN_CHUNK = 1 << 20
+
+
+def _refuse_nul_bytes(path: Path) -> None:
+    """An ``IngestError`` naming the line when the CSV holds a NUL byte: pandas' parser would
+    silently cut the cell at it. The file is scanned in chunks, never held whole."""
+    line, offset = 1, 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(_SCAN_CHUNK):
+            at = chunk.find(b"\x00")
+            if at >= 0:
+                line += chunk.count(b"\n", 0, at)
+                raise IngestError(
+                    f"{path} holds a NUL byte on line {line} (byte {offset + at:,}): a text CSV "
+                    "has none, and the cell would be cut short there; remove it or re-export the file"
+                )
+            line += chunk.count(b"\n")
+            offset += len(chunk)
 
 
 def _check_columns(path: Path, frame: pd.DataFrame) -> None:
@@ -264,7 +305,13 @@ def _locate_image(
     if len(candidates) > 1:
         names = [p.relative_to(images_root).as_posix() for p in candidates]
         return None, f"several image files for photo_id {photo_id!r}: {names}; name one in the image column"
-    return candidates[0], ""
+    # The same containment check as a named image: a symlink under images/ pointing outside
+    # the folder must not let a posts file read (and record the path of) any file on disk.
+    found = candidates[0]
+    if not found.resolve().is_relative_to(images_root.resolve()):
+        rel = found.relative_to(images_root).as_posix()
+        return None, f"image {IMAGES_DIR}/{rel} is a link to a file outside {IMAGES_DIR}/"
+    return found, ""
 
 
 # -- reading a folder -------------------------------------------------------------------------
@@ -315,7 +362,9 @@ def read_folder(
         if image_path is None:
             reasons[row] = reason
             continue
-        checked = check_image(image_path.resolve(), config.check_images, config.max_pixels)
+        checked = check_image(
+            image_path.resolve(), config.check_images, config.max_pixels, config.max_file_bytes
+        )
         if checked["status"] == IMAGE_BROKEN:
             rel = f"{IMAGES_DIR}/{image_path.relative_to(images_root).as_posix()}"
             reasons[row] = f"image {rel}: {checked['reason']}"
@@ -389,7 +438,7 @@ def read_folder(
 @dataclass(frozen=True)
 class FolderDataset:
     """A dataset folder registered under ``name``, with what ``dataset.json`` says and
-    whether its posts file names any group."""
+    whether its posts file has a ``groups`` column."""
 
     name: str
     folder: Path
@@ -411,8 +460,10 @@ def check_dataset_name(name: str, where: str) -> str:
 def read_manifest(folder: Path) -> tuple[str, str, dict]:
     """``recipe``, ``description`` and ``recipe_overrides`` from the folder's optional
     ``dataset.json``; defaults: ``DEFAULT_RECIPE``, a description naming the folder, none.
-    The recipe and its overrides are checked here, so a bad one fails when the datasets are
-    loaded, naming the file."""
+    The file's shape is checked here (a bad one fails when the datasets are loaded, naming
+    it); whether the recipe exists and takes those overrides is checked by the caller
+    (``tagrec_models.catalog``), as recipes live in ``tagrec_models.preprocess``, a layer above
+    the sources."""
     path = folder / MANIFEST_FILE
     manifest: dict = {}
     if path.exists():
@@ -426,36 +477,47 @@ def read_manifest(folder: Path) -> tuple[str, str, dict]:
         if unknown:
             raise FolderDatasetError(f"{path} has unknown key(s) {unknown}; allowed: {list(MANIFEST_KEYS)}")
     recipe = manifest.get("recipe", DEFAULT_RECIPE)
-    if recipe not in PROFILES:
-        raise FolderDatasetError(f"{path}: recipe {recipe!r} is not one of {sorted(PROFILES)}")
+    if not isinstance(recipe, str):
+        raise FolderDatasetError(f"{path}: recipe must be a string naming a recipe")
     description = manifest.get("description", f"Your own dataset from {folder} (posts file + images/).")
     if not isinstance(description, str):
         raise FolderDatasetError(f"{path}: description must be a string")
     overrides = manifest.get("recipe_overrides", {})
     if not isinstance(overrides, dict):
         raise FolderDatasetError(f"{path}: recipe_overrides must be an object of recipe fields")
-    try:
-        recipe_for(recipe, **overrides)
-    except (RecipeError, TypeError, ValueError) as error:
-        raise FolderDatasetError(f"{path}: recipe_overrides: {error}") from None
     return recipe, description, dict(overrides)
 
 
+# The header of a posts.csv is read from at most this many bytes: discovery runs when the
+# Definitions load and must stay cheap whatever the file holds.
+HEADER_MAX_BYTES = 1 << 20
+
+
+def posts_columns(path: Path) -> list[str] | None:
+    """The column names of a posts file, reading only its header (the first line of a CSV,
+    the footer schema of a Parquet file), or ``None`` when the header cannot be read (wrong
+    encoding, empty file, unbalanced quotes, not Parquet). Discovery uses it so that one bad
+    file never breaks the loading of every dataset: the file's own ingest then fails with
+    ``read_folder``'s error naming it."""
+    try:
+        if path.suffix == ".parquet":
+            return [name.strip() for name in pq.read_schema(path).names]
+        with path.open("rb") as handle:
+            first = handle.readline(HEADER_MAX_BYTES)
+        text = codecs.decode(first, "utf-8-sig")
+        if not text.strip() or "\x00" in text:
+            return None
+        row = next(csv.reader([text.rstrip("\r\n")], strict=True))
+    except (OSError, UnicodeDecodeError, csv.Error, StopIteration, pa.ArrowException):
+        return None
+    return [name.strip() for name in row]
+
+
 def has_groups(folder: Path) -> bool:
-    """Whether the posts file has a ``groups`` column with at least one group (only that
-    column is read)."""
-    path = posts_file(folder)
-    if path.suffix == ".parquet":
-        try:
-            names = pq.read_schema(path).names
-        except (pa.ArrowException, OSError) as error:
-            raise IngestError(f"{path} cannot be read as Parquet: {error}") from None
-        if "groups" not in names:
-            return False
-    frame, list_columns = _read_posts(path, columns=["groups"])
-    if "groups" not in frame.columns:
-        return False
-    return not split_multi_values(frame["groups"], "groups" in list_columns).empty
+    """Whether the posts file declares a ``groups`` column (only its header is read; a file
+    whose header cannot be read has none: its ingest reports why)."""
+    columns = posts_columns(posts_file(folder))
+    return columns is not None and "groups" in columns
 
 
 def describe_folder(name: str, folder: Path, where: str) -> FolderDataset:
@@ -466,7 +528,6 @@ def describe_folder(name: str, folder: Path, where: str) -> FolderDataset:
         raise FolderDatasetError(f"{where}: dataset folder {folder} does not exist")
     folder = folder.resolve()
     try:
-        posts_file(folder)
         groups = has_groups(folder)
     except FolderDatasetError:
         raise

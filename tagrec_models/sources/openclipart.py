@@ -43,7 +43,6 @@ Debian package, and expat >= 2.4 limits entity expansion, so no further hardenin
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import warnings
 import xml.etree.ElementTree as ET
@@ -68,6 +67,9 @@ from tagrec_models.sources.tables import (
 from tagrec_models.vocabulary.cleaning import DEFAULT_CLEANING, CleaningConfig, clean_tags
 
 SOURCE = "openclipart"
+# A file larger than this is not read at all (``check_image``'s ``max_file_bytes``): the
+# largest real openclipart PNG is about 12 MB, a Corel5k JPEG well under 1 MB.
+MAX_FILE_BYTES = 64 * 1024 * 1024
 SKIPS_COLUMNS = {"path": "string", "reason": "string"}
 
 _RDF = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
@@ -100,6 +102,8 @@ class OpenclipartConfig:
       ``skips`` as merged, so an image cannot sit in train and test at once. Off by default
       because the documented corpus counts (DESIGN.md) count the copies as posts.
     * ``cleaning``: the tag cleaning that fills ``photo_tags.tag``.
+    * ``max_file_bytes``: a PNG file larger than this is recorded ``broken`` ("file too
+      large") without reading it; ``None``: no limit.
     """
 
     merge_owner_case: bool = True
@@ -107,6 +111,7 @@ class OpenclipartConfig:
     max_pixels: int | None = 50_000_000
     merge_identical_copies: bool = False
     cleaning: CleaningConfig = DEFAULT_CLEANING
+    max_file_bytes: int | None = MAX_FILE_BYTES
 
 
 @dataclass(frozen=True)
@@ -233,22 +238,41 @@ def _group_name(group_id: str) -> str:
     )
 
 
-def check_image(path: Path, decode: bool = True, max_pixels: int | None = None) -> dict:
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, streamed in chunks (the file is never held whole in memory)."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def check_image(
+    path: Path,
+    decode: bool = True,
+    max_pixels: int | None = None,
+    max_file_bytes: int | None = MAX_FILE_BYTES,
+) -> dict:
     """``path, sha256, width, height, status, reason`` of one image file (any format PIL
     reads; the Corel5k reader uses it for JPEGs too): ``broken`` with the
-    reason when it cannot be read, its header does not parse, it has more than ``max_pixels``
-    pixels, or (``decode``) its pixel data does not decode."""
+    reason when it cannot be read, it is larger than ``max_file_bytes`` (checked on the file's
+    size before reading a byte), its header does not parse, it has more than ``max_pixels``
+    pixels, or (``decode``) its pixel data does not decode. The hash is streamed and PIL reads
+    the file lazily, so memory stays small whatever the file holds."""
     row = {"path": str(path), "sha256": None, "width": None, "height": None}
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if max_file_bytes is not None and size > max_file_bytes:
+            return {
+                **row,
+                "status": IMAGE_BROKEN,
+                "reason": f"file too large: {size:,} bytes > max_file_bytes {max_file_bytes:,}",
+            }
+        row["sha256"] = file_sha256(path)
     except OSError as error:
         return {**row, "status": IMAGE_BROKEN, "reason": f"cannot read: {error}"}
-    row["sha256"] = hashlib.sha256(data).hexdigest()
     try:
         with warnings.catch_warnings():
             # max_pixels is the limit that applies here; PIL's own warning would only repeat it.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(path) as image:
                 row["width"], row["height"] = width, height = image.size
                 if max_pixels is not None and width * height > max_pixels:
                     return {
@@ -262,9 +286,9 @@ def check_image(path: Path, decode: bool = True, max_pixels: int | None = None) 
     except Image.DecompressionBombError as error:
         return {**row, "status": IMAGE_BROKEN, "reason": f"too large to decode safely: {error}"}
     except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
-        # PIL names the in-memory buffer (``<_io.BytesIO object at 0x...>``): name the file
-        # instead, so the recorded reason is the same on every run.
-        message = re.sub(r"<_io\.BytesIO object at 0x[0-9a-f]+>", path.name, str(error))
+        # PIL may name the file by its full path: name it by its file name instead, so the
+        # recorded reason is the same wherever the folder lies.
+        message = str(error).replace(str(path), path.name)
         reason = f"does not decode: {type(error).__name__}: {message}"
         return {**row, "status": IMAGE_BROKEN, "reason": reason}
     return {**row, "status": IMAGE_OK, "reason": ""}
@@ -394,7 +418,7 @@ def _image_row(png_root: Path, pid: str, rels: list[str], config: OpenclipartCon
         alternatives = [png_root / (rel.removesuffix(".svg") + ".png") for rel in rels]
         png = next((p for p in alternatives if p.is_file()), png)
     if png.is_file():
-        return check_image(png.resolve(), config.check_images, config.max_pixels)
+        return check_image(png.resolve(), config.check_images, config.max_pixels, config.max_file_bytes)
     return {
         "path": str(png.absolute()),
         "sha256": None,

@@ -11,6 +11,7 @@ Layout of ``crawl_dir``::
     state.json                          spec + one entry per round (cursors, budget, complete)
     pages/r0000/<query>/p000001.json    one file per finished page: photos, groups, images, skips
     images/<photo_id>.<ext>             image files
+    image_retries.json                  later downloads of images that arrived undecodable
     .lock                               held while a crawl runs (one crawl per directory)
 
 Every file is written atomically. A page file is written only once everything of that page is
@@ -23,14 +24,27 @@ a finished page again.
 
 Rounds and re-crawls: the first ``crawl`` is round 0. ``recrawl`` starts a new round whose
 queries ask only for what is new since the previous rounds: a search gets
-``min_upload_date`` = the largest upload date that query has listed (the "cursor"; Flickr's
-bound is inclusive, so photos of that very second come again and are recognised as stored); a
-group pool (which cannot be filtered by date, and lists the newest addition first) is read
-until the first photo added before its cursor, the largest ``dateadded`` it has listed. A pool
-cursor uses the date a photo joined the pool, not its upload date, so an old photo newly added
-to the pool counts as new for that pool. A photo already stored is never stored again, and
-changes to stored photos (new tags) are not picked up. The cursors and budget of a round are
-written into ``state.json`` when it starts, so a resumed round asks exactly what it first asked.
+``min_upload_date`` = its cursor, the upload date up to which every entry it listed was
+handled (Flickr's bound is inclusive, so photos of that very second come again and are
+recognised as stored); a group pool (which cannot be filtered by date, and lists the newest
+addition first) is read until the first photo added before its cursor, the largest
+``dateadded`` of the last round that read the pool to its end. A pool cursor uses the date a
+photo joined the pool, not its upload date, so an old photo newly added to the pool counts as
+new for that pool. The cursors never move past what a round left for later, so capped rounds
+followed by uncapped re-crawls end with exactly what one uncapped crawl gets: a search cursor
+stops before the first entry dropped by the photo budget or skipped for a missing field; a
+pool cut by ``max_pages`` or the budget keeps its old cursor (the next round reads it down to
+that cursor again, storing only what it lacks). An entry skipped for a missing or unreadable
+field is listed again by the next rounds until it has been skipped in ``MAX_SKIP_ROUNDS``
+rounds, then recorded for good. A photo already stored is never stored again, and changes to
+stored photos (new tags) are not picked up. The cursors and budget of a round are written into
+``state.json`` when it starts, so a resumed round asks exactly what it first asked.
+
+Images that arrived undecodable (a truncated transfer) are downloaded again by the next
+``crawl`` / ``recrawl`` call, up to ``MAX_IMAGE_DOWNLOADS`` downloads in all; the outcome is
+kept in ``image_retries.json`` (page files never change) and read over the page's record.
+Other broken images (HTTP 404, over ``max_bytes`` / ``max_pixels``) are the answer and stay.
+Temporary files left by a crawl killed mid-write are removed when the next crawl starts.
 
 Choices where the API leaves room: searches are sorted ``date-posted-asc`` so that uploads
 during a crawl land on later pages and pages read before do not shift (pools cannot be sorted:
@@ -56,8 +70,15 @@ import pandas as pd
 
 from tagrec_models.sources.flickr.client import FlickrClient
 from tagrec_models.sources.flickr.errors import CrawlStateError, FlickrConfigError, FlickrPermanentError
-from tagrec_models.sources.flickr.images import ImageFetcher, ImageResult, extension_for, inspect_file
-from tagrec_models.sources.flickr.records import IMAGE_SIZES, PhotoPage, PhotoRecord
+from tagrec_models.sources.flickr.images import (
+    MAX_PIXELS,
+    ImageFetcher,
+    ImageResult,
+    extension_for,
+    inspect_file,
+    is_retryable,
+)
+from tagrec_models.sources.flickr.records import IMAGE_SIZES, PhotoPage, PhotoRecord, SkippedRecord
 from tagrec_models.sources.tables import (
     IMAGE_BROKEN,
     IMAGES_COLUMNS,
@@ -66,10 +87,17 @@ from tagrec_models.sources.tables import (
     PHOTOS_COLUMNS,
     IngestTables,
 )
-from tagrec_models.storage.atomic import atomic_path
+from tagrec_models.storage.atomic import atomic_path, sweep_stale_temps
 
 Log = Callable[[str], None]
 STATE_FILE = "state.json"
+RETRIES_FILE = "image_retries.json"
+# A listing entry skipped for a missing or unreadable field (Flickr answers differ from call to
+# call) is listed again by the next rounds, until it has been skipped in this many rounds;
+# then it is recorded as a skip for good.
+MAX_SKIP_ROUNDS = 3
+# Downloads of one image in all (the first included) while it keeps arriving undecodable.
+MAX_IMAGE_DOWNLOADS = 3
 STATE_FORMAT = 1
 SOURCE = "flickr"
 SEARCH_RESULT_CAP = 4000  # Flickr: "at most the first 4,000 results for any given search query"
@@ -183,6 +211,7 @@ class CrawlSummary:
     retries: int = 0
     image_downloads: int = 0
     cursors: dict[str, dict[str, int | None]] = field(default_factory=dict)
+    images_retried: int = 0
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -306,12 +335,14 @@ class _Crawl:
         self.on_step = on_step
         self.pages_fetched = 0
         self.new_photos = 0
+        self.images_retried = 0
 
     def run_round(self, state: dict[str, Any], round_no: int) -> None:
         info = state["rounds"][round_no]
         stored = {p["photo_id"] for page in self.store.pages(range(len(state["rounds"]))) for p in page["photos"]}
         in_round = sum(len(page["photos"]) for page in self.store.pages(range(round_no, round_no + 1)))
         budget = info["max_photos"]
+        skip_rounds = _transient_skip_rounds(self.store, range(round_no))
         for query in self.spec.queries():
             pages = self.store.finished(round_no, query.key)
             if any(p["round_done"] for p in pages):
@@ -322,7 +353,9 @@ class _Crawl:
             cursor = info["cursors"].get(query.key, {})
             while True:
                 remaining = None if budget is None else budget - in_round
-                record = self._page(query, round_no, page_no, cursor, info["max_pages"], stored, remaining)
+                record = self._page(
+                    query, round_no, page_no, cursor, info["max_pages"], stored, remaining, skip_rounds
+                )
                 self.store.write(record)
                 self.on_step(f"page {query.key} {page_no}")
                 self.pages_fetched += 1
@@ -361,6 +394,7 @@ class _Crawl:
         max_pages: int | None,
         stored: set[str],
         remaining: int | None,
+        skip_rounds: dict[str, int],
     ) -> dict[str, Any]:
         spec = self.spec
         listing = self._listing(query, page_no, cursor)
@@ -371,19 +405,38 @@ class _Crawl:
                 f"{SEARCH_RESULT_CAP}: narrow the search or crawl in date windows"
             )
         photos: list[dict[str, Any]] = []
-        skips = [{"photo_id": s.photo_id, "reason": s.reason} for s in listing.skipped]
+        skips: list[dict[str, Any]] = []
         added_cursor = cursor.get("date_added")
         reached_old = False
         round_done = False
+        # ``left_open``: an entry of this page was left for a later round (dropped by the photo
+        # budget, or skipped for a field that may be there next time); ``handled_through``: the
+        # largest upload date of the entries before the first such one, so that the next round's
+        # cursor stops short of it (module docstring, "Rounds and re-crawls").
+        left_open = False
+        handled_through: int | None = None
         on_page: set[str] = set()
-        for record in listing.photos:
+        entries = listing.entries or (*listing.photos, *listing.skipped)
+        for record in entries:
+            if isinstance(record, SkippedRecord):
+                seen = skip_rounds.get(record.photo_id, 0) if record.photo_id else MAX_SKIP_ROUNDS
+                retry = seen + 1 < MAX_SKIP_ROUNDS
+                reason = record.reason if retry or record.photo_id is None else (
+                    f"{record.reason} (in {seen + 1} rounds)"
+                )
+                skips.append({"photo_id": record.photo_id, "reason": reason, "retry": retry})
+                left_open = left_open or retry
+                continue
             if remaining is not None and remaining <= 0:
                 round_done = True
+                left_open = True
                 break
             if query.kind == "group" and added_cursor is not None:
                 if record.date_added is not None and record.date_added < added_cursor:
                     reached_old = True  # pools list newest additions first: the rest is old
                     break
+            if not left_open:
+                handled_through = max(handled_through or record.date_uploaded, record.date_uploaded)
             if spec.min_upload_date is not None and record.date_uploaded < spec.min_upload_date:
                 continue
             if record.photo_id in stored or record.photo_id in on_page:
@@ -423,6 +476,9 @@ class _Crawl:
             "max_date_added": listing.max_date_added,
             "query_done": bool(query_done),
             "round_done": bool(round_done),
+            "natural_end": bool(reached_old or last_page),
+            "left_open": bool(left_open),
+            "handled_through": handled_through,
             "photos": photos,
             "skips": skips,
         }
@@ -479,11 +535,14 @@ class _Crawl:
             dest = self.crawl_dir / "images" / f"{record.photo_id}{extension_for(record.image_url)}"
             if dest.exists():
                 # Written (atomically, so whole) by a run killed before this page finished.
-                result = inspect_file(dest)
+                result = inspect_file(dest, self.fetcher.config.max_pixels if self.fetcher else MAX_PIXELS)
             elif self.fetcher is None:
                 raise FlickrConfigError("download_images is set but no ImageFetcher was given")
             else:
                 result = self.fetcher.fetch(record.photo_id, record.image_url, dest)
+        return self._image_record(result)
+
+    def _image_record(self, result: ImageResult) -> dict[str, Any]:
         return {
             "status": result.status,
             "reason": result.reason,
@@ -494,22 +553,92 @@ class _Crawl:
         }
 
 
+    def retry_broken_images(self, complete_rounds: int) -> None:
+        """Download again every image of the first ``complete_rounds`` rounds that arrived
+        undecodable (a truncated transfer: ``images.is_retryable``), at most
+        ``MAX_IMAGE_DOWNLOADS`` downloads per image in all. Outcomes go to ``image_retries.json``
+        (page files never change), written after each image, which the tables read over the
+        pages' own records."""
+        if self.fetcher is None or complete_rounds == 0:
+            return
+        retries = _load_retries(self.crawl_dir)
+        for page in self.store.pages(range(complete_rounds)):
+            for photo in page["photos"]:
+                photo_id, image = photo["photo_id"], photo["image"]
+                if image is None or photo["url"] is None:
+                    continue
+                earlier = retries.get(photo_id)
+                current = earlier["image"] if earlier else image
+                downloads = earlier["downloads"] if earlier else 1
+                if not is_retryable(current["status"], current["reason"]) or downloads >= MAX_IMAGE_DOWNLOADS:
+                    continue
+                dest = self.crawl_dir / "images" / f"{photo_id}{extension_for(photo['url'])}"
+                result = self.fetcher.fetch(photo_id, photo["url"], dest)
+                record = self._image_record(result)
+                if record["status"] == IMAGE_BROKEN and downloads + 1 >= MAX_IMAGE_DOWNLOADS:
+                    record["reason"] += f" (gave up after {downloads + 1} downloads)"
+                retries[photo_id] = {"downloads": downloads + 1, "image": record}
+                _write_json(self.crawl_dir / RETRIES_FILE, retries)
+                self.images_retried += 1
+                self.log(f"image of photo {photo_id} downloaded again: {record['status']} {record['reason']}".rstrip())
+                self.on_step(f"retry image {photo_id}")
+
+
+def _load_retries(crawl_dir: Path) -> dict[str, dict[str, Any]]:
+    path = crawl_dir / RETRIES_FILE
+    return _read_json(path) if path.exists() else {}
+
+
+def _transient_skip_rounds(store: _PageStore, rounds: range) -> dict[str, int]:
+    """Per photo id: in how many of ``rounds`` a listing skipped it for a reason that may pass."""
+    seen: dict[str, set[int]] = {}
+    for page in store.pages(rounds):
+        for skip in page["skips"]:
+            if skip.get("retry") and skip["photo_id"]:
+                seen.setdefault(skip["photo_id"], set()).add(page["round"])
+    return {photo_id: len(found) for photo_id, found in seen.items()}
+
+
+def _later(current: int | None, candidate: int | None) -> int | None:
+    if candidate is None:
+        return current
+    return candidate if current is None else max(current, candidate)
+
+
 def _cursors(store: _PageStore, before_round: int) -> dict[str, dict[str, int | None]]:
-    """Per listing: the largest upload date and pool-addition date it has listed so far."""
+    """Per listing, what the rounds before ``before_round`` have covered for good.
+
+    Search (sorted by upload date, oldest first): the upload date up to which every listed
+    entry was handled; an entry left for later (dropped by the photo budget, skipped for a
+    field that may come back) stops it just before that entry. Pool (newest addition first,
+    cannot be filtered): the largest ``dateadded`` of the last round that read the pool to its
+    end (or down to the cursor before it) without leaving an entry for later; a round cut by
+    ``max_pages`` or the budget leaves the cursor where it was, so the next round reads the
+    pool down to it again and nothing older is hidden."""
     out: dict[str, dict[str, int | None]] = {}
     for query in store.spec.queries():
-        uploaded: list[int] = []
-        added: list[int] = []
+        uploaded: int | None = None
+        added: int | None = None
         for round_no in range(before_round):
-            for page in store.finished(round_no, query.key):
-                if page["max_date_uploaded"] is not None:
-                    uploaded.append(page["max_date_uploaded"])
-                if page["max_date_added"] is not None:
-                    added.append(page["max_date_added"])
-        out[query.key] = {
-            "date_uploaded": max(uploaded) if uploaded else None,
-            "date_added": max(added) if added else None,
-        }
+            pages = store.finished(round_no, query.key)
+            if not pages:
+                continue
+            through = uploaded
+            for page in pages:
+                if page.get("left_open"):
+                    through = _later(through, page.get("handled_through"))
+                    break
+                through = _later(through, page["max_date_uploaded"])
+            uploaded = through
+            covered = (
+                pages[-1]["query_done"]
+                and pages[-1].get("natural_end", True)
+                and not any(page.get("left_open") for page in pages)
+            )
+            if covered:
+                for page in pages:
+                    added = _later(added, page["max_date_added"])
+        out[query.key] = {"date_uploaded": uploaded, "date_added": added}
     return out
 
 
@@ -540,10 +669,14 @@ def _run(
             if state is None:
                 state = {"format": STATE_FORMAT, "spec": spec.identity(), "rounds": []}
             _check_spec(state, spec, crawl_dir)
+            # Temporary files of a crawl killed mid-write (their writer is dead) go first.
+            for leftover in sweep_stale_temps(crawl_dir, recursive=True):
+                log(f"removed {leftover.relative_to(crawl_dir)}, left by a crawl killed mid-write")
             store = _PageStore(crawl_dir, spec)
             pages_before = sum(1 for _ in store.pages(range(len(state["rounds"]))))
             crawl = _Crawl(spec, client, store, fetcher, log, step)
             rounds = state["rounds"]
+            complete_at_start = sum(1 for r in rounds if r["complete"])
             if rounds and not rounds[-1]["complete"]:
                 round_no = len(rounds) - 1
                 log(f"resuming round {round_no} in {crawl_dir}")
@@ -564,6 +697,9 @@ def _run(
             else:
                 round_no = None
                 log(f"crawl in {crawl_dir} is complete; nothing to do")
+            # Undecodable downloads of finished rounds are asked for again (after a new round is
+            # recorded, so a crawl killed here resumes that round).
+            crawl.retry_broken_images(complete_at_start)
             if round_no is not None:
                 info = rounds[round_no]
                 if (info["max_pages"], info["max_photos"]) != (spec.max_pages, spec.max_photos):
@@ -591,17 +727,19 @@ def _run(
         api_calls=calls,
         retries=client.stats.retries - retries_before,
         image_downloads=(fetcher.requests - downloads_before) if fetcher else 0,
+        images_retried=crawl.images_retried,
     )
 
 
 def _summarise(store: _PageStore, state: dict[str, Any]) -> dict[str, Any]:
-    photos = ok = broken = skipped = 0
+    photos = ok = broken = 0
+    retries = _load_retries(store.crawl_dir)
     for page in store.pages(range(len(state["rounds"]))):
         photos += len(page["photos"])
-        skipped += len(page["skips"])
         for photo in page["photos"]:
-            if photo["image"]:
-                if photo["image"]["status"] == IMAGE_BROKEN:
+            image = retries[photo["photo_id"]]["image"] if photo["photo_id"] in retries else photo["image"]
+            if image:
+                if image["status"] == IMAGE_BROKEN:
                     broken += 1
                 else:
                     ok += 1
@@ -613,7 +751,7 @@ def _summarise(store: _PageStore, state: dict[str, Any]) -> dict[str, Any]:
         "photos": photos,
         "images_ok": ok,
         "images_broken": broken,
-        "skipped": skipped,
+        "skipped": len(_skips(store, len(rounds))),
         "cursors": _cursors(store, len(rounds)),
     }
 
@@ -682,6 +820,7 @@ def load_ingest_tables(crawl_dir: str | Path, *, require_complete: bool = True) 
     if require_complete and not (rounds and rounds[-1]["complete"]):
         raise CrawlStateError(f"the crawl in {crawl_dir} is not finished; run crawl() to resume it")
     photos, tags, groups, images = [], [], [], []
+    retries = _load_retries(crawl_dir)
     for page in _PageStore(crawl_dir, spec).pages(range(len(rounds))):
         for p in page["photos"]:
             pid = p["photo_id"]
@@ -704,7 +843,7 @@ def load_ingest_tables(crawl_dir: str | Path, *, require_complete: bool = True) 
                     tags.append({"photo_id": pid, "raw_tag": raw, "tag": cleaned})
             for group_id, name in p["groups"]:
                 groups.append({"photo_id": pid, "group_id": group_id, "group_name": name})
-            image = p["image"]
+            image = retries[pid]["image"] if pid in retries else p["image"]
             if image is not None:
                 images.append(
                     {
@@ -729,14 +868,25 @@ def load_ingest_tables(crawl_dir: str | Path, *, require_complete: bool = True) 
     )
 
 
+def _skips(store: _PageStore, n_rounds: int) -> list[dict[str, Any]]:
+    """Every skip of the first ``n_rounds`` rounds but those of photos a later page stored
+    after all (an entry skipped for a missing field that a later round got whole)."""
+    pages = list(store.pages(range(n_rounds)))
+    stored = {p["photo_id"] for page in pages for p in page["photos"]}
+    return [
+        {"round": page["round"], "query": page["query"], "page": page["page"],
+         "photo_id": skip["photo_id"], "reason": skip["reason"]}
+        for page in pages
+        for skip in page["skips"]
+        if skip["photo_id"] is None or skip["photo_id"] not in stored
+    ]
+
+
 def load_skips(crawl_dir: str | Path) -> pd.DataFrame:
-    """Every record a crawl left out, with why: columns round, query, page, photo_id, reason."""
+    """Every record a crawl left out, with why: columns round, query, page, photo_id, reason.
+    A photo skipped in one round and stored by a later one is not listed."""
     crawl_dir = Path(crawl_dir).resolve()
     state, spec = _state_and_spec(crawl_dir)
-    rows = [
-        {"round": page["round"], "query": page["query"], "page": page["page"], **skip}
-        for page in _PageStore(crawl_dir, spec).pages(range(len(state["rounds"])))
-        for skip in page["skips"]
-    ]
+    rows = _skips(_PageStore(crawl_dir, spec), len(state["rounds"]))
     columns = ["round", "query", "page", "photo_id", "reason"]
     return pd.DataFrame(rows, columns=columns)

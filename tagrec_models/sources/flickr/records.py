@@ -68,6 +68,9 @@ class PhotoPage:
     skipped: tuple[SkippedRecord, ...]
     max_date_uploaded: int | None  # over every entry that had a readable date, kept or not
     max_date_added: int | None
+    # Every entry in Flickr's order, kept and skipped interleaved: a re-crawl cursor must know
+    # where on the page an entry that was left out sat.
+    entries: tuple["PhotoRecord | SkippedRecord", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,7 @@ def parse_photo_page(
         raise FlickrResponseError(method, params, "answer lacks the list 'photos.photo'")
     kept: list[PhotoRecord] = []
     skipped: list[SkippedRecord] = []
+    ordered: list[PhotoRecord | SkippedRecord] = []
     max_uploaded: int | None = None
     max_added: int | None = None
     for entry in entries:
@@ -181,6 +185,7 @@ def parse_photo_page(
                 max_added = added if max_added is None else max(max_added, added)
         record = parse_photo(entry, image_size)
         (kept if isinstance(record, PhotoRecord) else skipped).append(record)
+        ordered.append(record)
     return PhotoPage(
         page=numbers["page"],
         pages=numbers["pages"],
@@ -190,6 +195,7 @@ def parse_photo_page(
         skipped=tuple(skipped),
         max_date_uploaded=max_uploaded,
         max_date_added=max_added,
+        entries=tuple(ordered),
     )
 
 
