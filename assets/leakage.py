@@ -21,6 +21,7 @@ from assets.common import jsonable, key, md_table, plot_metadata
 from assets.datasets import DatasetSpec
 from assets.resources import DataHomeResource
 from tagrec_models.bundle import SplitBundle
+from tagrec_models.recommenders.registry import get_recommender
 from tagrec_models.evaluation.leakage import (
     NEAR_DUPLICATE_DISTANCE,
     GroupSpelling,
@@ -205,3 +206,29 @@ def leakage_figures(
         figures["groups_spell_test_tags"] = spelling.share("test")
         rows = unspelled_test_rows(bundle, spelling)
     return jsonable(figures), rows
+
+
+def leakage_note(table: pd.DataFrame, methods) -> str:
+    """The leaderboard's leakage columns in plain words (the ``leakage`` metadata entry)."""
+    row = table.iloc[0]
+    lines = [f"{row['test_near_duplicates']:.1%} of the test images are near duplicates of a training "
+             f"image (cosine distance <= {NEAR_DUPLICATE_DISTANCE} of the CNN embeddings)."]
+    spelled = row["groups_spell_test_tags"]
+    if pd.isna(spelled):
+        lines.append("No groups: no tag can be spelled by a group name.")
+        return " ".join(lines)
+    lines.append(f"The posts' own groups spell {spelled:.1%} of the test tag assignments (a group "
+                 "id or name contains the tag): group-aware models can read those answers off the groups.")
+    n_posts = row["n_test_posts_tags_not_in_groups"]
+    column = "f1@5_tags_not_in_groups"
+    if pd.isna(n_posts) or not n_posts or table[column].isna().all():
+        return " ".join(lines)
+    grouped = [m for m in methods if "groups" in get_recommender(m).needs]
+    scores = table.set_index("method")[column]
+    content = scores.drop(index=grouped, errors="ignore").dropna()
+    parts = [f"{m} {scores[m]:.3f}" for m in grouped if m in scores and pd.notna(scores[m])]
+    if not content.empty:
+        parts.append(f"best other model ({content.idxmax()}) {content.max():.3f}")
+    lines.append(f"F1@5 on the {int(n_posts)} test posts whose groups spell none of their tags: "
+                 + ", ".join(parts) + ".")
+    return " ".join(lines)

@@ -47,7 +47,10 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
     failures = [e.event_specific_data.error.to_string() for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE"]
     assert result.success, failures[:2]
-    assert all(e.passed for e in result.get_asset_check_evaluations())
+    evaluations = result.get_asset_check_evaluations()
+    # The leakage guards (issue 15) warn on openclipart, whose category folders spell its tags.
+    assert all(e.passed for e in evaluations if e.severity == dg.AssetCheckSeverity.ERROR)
+    assert {"groups_spell_held_out_tags", "held_out_near_duplicates"} <= {e.check_name for e in evaluations}
     with duckdb.connect(str(tmp_path / "tagrec.duckdb"), read_only=True) as con:
         for table, methods in paper_methods(shape_of(OPENCLIPART)).items():
             rows = con.execute(
