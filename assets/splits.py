@@ -8,6 +8,7 @@ import pandas as pd
 from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
 from assets.recipe_settings import RecipeSettings
+from tagrec_models.preprocess.duplicates import apply_duplicate_grouping
 from tagrec_models.preprocess.checks import check_disjoint_parts, check_heldout_seen_in_train
 from tagrec_models.preprocess.relations import PreprocessInputError
 from tagrec_models.preprocess.splits import PARTS, split_per_user, split_predefined
@@ -21,7 +22,8 @@ PART_DESCRIPTIONS = {
 
 def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     train_key = key(spec, "train")
-    ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments"))}
+    ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments")),
+           "images": dg.AssetIn(key(spec, "images"))}  # recipe.duplicate_grouping reads the files
     if spec.source == "corel5k":
         ins["standard_split"] = dg.AssetIn(key(spec, "standard_split"))
 
@@ -67,6 +69,7 @@ def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"dataset {spec.name}: {error}") from error
         finally:
             con.close()
+        result = apply_duplicate_grouping(result, inputs["images"], recipe, log=progress(context))
         for part in PARTS:
             frame = result.part(part)
             metadata = {
