@@ -44,6 +44,8 @@ def test_a_resized_copy_shares_the_difference_hash_and_another_drawing_does_not(
     assert difference_hash(str(resized_copy(DOCTOR, tmp_path, 1.5, ".jpg"))) == original
     assert difference_hash(str(CHESS)) != original
     assert difference_hash(str(tmp_path / "missing.png")) == ""
+    Image.new("RGB", (40, 30), (200, 0, 0)).save(tmp_path / "flat.png")
+    assert difference_hash(str(tmp_path / "flat.png")) == ""  # degenerate: never grouped
 
 
 def assignments() -> pd.DataFrame:
