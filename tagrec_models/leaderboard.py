@@ -90,8 +90,9 @@ def with_leakage_columns(
     * ``test_near_duplicates``: share of the test images within the near-duplicate distance of
       a training image; the same on every row.
     * ``f1@5_tags_not_in_groups``: the method's test F1@5 (mean over seeds) on the test posts
-      none of whose tags their groups spell (``unspelled_runs``, runs of those posts only), so
-      the group-aware rows (paper 2) can be read without the answers the folder names give away;
+      none of whose tags their groups spell (``unspelled_runs``, runs of those posts only; the
+      leaderboard asset gives them for the group-aware methods, NaN for the others), so the
+      group-aware rows (paper 2) can be read without the answers the folder names give away;
       ``n_test_posts_tags_not_in_groups`` says how many posts that is.
     """
     out = table.copy()
