@@ -48,8 +48,9 @@ HELD_OUT_PARTS = ("val", "test")
 # * Corel5k (499 test images against the 4,500 training ones): no pair at or below 0.05 (the
 #   closest, 0.050, is two different sunsets); from 0.057 to 0.085 frames of one shoot (the same
 #   horses or tiger a moment later) and look-alike sunsets, which are not copies.
-# Sheets per band: scripts/near_duplicate_bands.py. So 0.05: nearly everything it flags is the same picture (14 of 18 openclipart pairs, the rest
+# So 0.05: nearly everything it flags is the same picture (14 of 18 openclipart pairs, the rest
 # look-alike flags and signs), and it misses only heavily re-encoded copies and a few recolours.
+# The sheets per band: scripts/near_duplicate_bands.py.
 NEAR_DUPLICATE_DISTANCE = 0.05
 
 _NON_LETTERS = re.compile(r"[^a-z]+")
