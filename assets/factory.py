@@ -8,6 +8,7 @@ from assets.datasets import DatasetSpec
 from assets.features import feature_assets
 from assets.ingest import ingest_assets
 from assets.leaderboard import leaderboard_asset
+from assets.leakage import leakage_checks
 from assets.papers import paper_assets
 from assets.preprocess import preprocess_assets
 from assets.splits import split_assets
@@ -23,4 +24,5 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *feature_assets(spec),
         *paper_assets(spec),
         leaderboard_asset(spec),
+        *leakage_checks(spec),
     ]

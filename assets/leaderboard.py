@@ -1,5 +1,6 @@
 """The per-dataset leaderboard asset: every model asset of the dataset, one table, one plot."""
 
+import dataclasses
 from typing import Any
 
 import dagster as dg
@@ -8,17 +9,18 @@ import pandas as pd
 from assets.common import md_table, plot_metadata, results_table_asset
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins
+from assets.leakage import leakage_figures, leakage_ins, leakage_note
 from assets.papers import dataset_methods, shape_of
 from tagrec_models.papers import paper_methods
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.evaluation.scenarios import SCENARIOS
 from tagrec_models.experiment import evaluate_parts
-from tagrec_models.leaderboard import leaderboard_table
+from tagrec_models.leaderboard import leaderboard_table, with_leakage_columns
 from tagrec_models.recommenders.registry import get_recommender
 
 SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5",
-         "ndcg@10", "map@10", "label_f1@5", "n_plus@5", "train_seconds"]
+         "ndcg@10", "map@10", "label_f1@5", "n_plus@5", "f1@5_tags_not_in_groups", "train_seconds"]
 
 
 DESCRIPTION = (
@@ -27,7 +29,10 @@ DESCRIPTION = (
     "same metrics: validation F1@5 (to pick a model without looking at test; "
     "`tagrec suggest` uses it), test F1@1..10 (paper 1, eq. 12), P@5, R@5, NDCG@10 and "
     "MAP@10 (paper 2 section 5.3), per-label F1 and N+ at 5 tags (paper 3's Corel5k "
-    "table) and F1@5 on new images; mean over seeds, ranked by test F1@5."
+    "table) and F1@5 on new images; mean over seeds, ranked by test F1@5. Leakage "
+    "(issue 15): the share of test tags the posts' own groups spell, the share of test "
+    "images that near-duplicate a training image, and each group-aware method's F1@5 on "
+    "the test posts whose groups spell none of their tags."
 )
 
 
@@ -35,11 +40,16 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     methods = dataset_methods(spec)
     tables = paper_methods(shape_of(spec))
     in_papers = {m: [paper for paper, members in tables.items() if m in members] for m in methods}
+    ins = comparison_ins(spec, methods)
+    ins = {**ins, **leakage_ins(spec, ins)}  # the leakage guards' figures (issue 15)
 
-    @results_table_asset(spec, "leaderboard", comparison_ins(spec, methods), DESCRIPTION)
+    @results_table_asset(spec, "leaderboard", ins, DESCRIPTION)
     def leaderboard(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
         bundle, side = bundle_and_side(inputs)
-        test_runs, val_runs = [], []
+        figures, unspelled = leakage_figures(spec, ins, inputs, bundle)
+        unspelled_bundle = (dataclasses.replace(bundle, test=bundle.test.subset(unspelled))
+                            if unspelled is not None and len(unspelled) else None)
+        test_runs, val_runs, unspelled_runs = [], [], []
         for method in methods:
             trained = inputs[f"model_{method}"]
             context.log.info(f"leaderboard: evaluating {method} on validation and test")
@@ -48,16 +58,23 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
             test_runs.append(runs["test"])
             if "val" in runs:
                 val_runs.append(runs["val"])
+            if unspelled_bundle is not None and "groups" in get_recommender(method).needs:
+                # Group-aware rows only: a second load and score (seconds per model).
+                unspelled_runs.append(evaluate_parts(trained, unspelled_bundle, side, {"test": ("all",)})["test"])
         test_frame = pd.concat(test_runs, ignore_index=True)
         val_frame = pd.concat(val_runs, ignore_index=True) if val_runs else test_frame.iloc[0:0]
         table = leaderboard_table(test_frame, val_frame, in_papers,
                                   {m: get_recommender(m).personalised for m in methods})
+        table = with_leakage_columns(table, figures,
+                                     pd.concat(unspelled_runs, ignore_index=True) if unspelled_runs else None,
+                                     None if unspelled is None else len(unspelled))
         out_dir = data_home.home.dataset_dir(spec.name) / "results"
         png = reporting.bar_plot(table, "method", ["val_f1@5", "f1@5"], f"F1@5 per method ({spec.name})")
         metadata: dict[str, Any] = {
             "table": md_table(table[[c for c in SHOWN if c in table.columns]]),
             "chosen_on_validation": str(table.loc[table["chosen_on_validation"], "method"].iloc[0])
             if table["chosen_on_validation"].any() else "none (no validation part)",
+            "leakage": leakage_note(table, methods),
             **plot_metadata("plot", png, out_dir / "leaderboard_f1.png", "F1@5 per method"),
         }
         return dg.Output(table, metadata=metadata)

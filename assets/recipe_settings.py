@@ -26,10 +26,11 @@ class RecipeSettings(dg.Config):
     test_fraction: Optional[float] = Field(default=None, description="Share of each user's posts for test (clears test_posts).")
     val_posts: Optional[int] = Field(default=None, description="Validation posts per user, carved from train.")
     val_fraction: Optional[float] = Field(default=None, description="Share of each user's train posts for validation.")
+    duplicate_grouping: Optional[str] = Field(default=None, description="Keep duplicate images in one part (a group spread over parts goes to train): 'none', 'sha256' (byte-identical files) or 'dhash' (perceptual hash: survives resizing and re-encoding); default 'none'.")
 
     def recipe(self, spec: DatasetSpec) -> Recipe:
         overrides: dict[str, Any] = dict(spec.recipe_overrides)
-        for name in ("seed", "core_users", "core_tags", "wordnet", "keep_unmapped"):
+        for name in ("seed", "core_users", "core_tags", "wordnet", "keep_unmapped", "duplicate_grouping"):
             value = getattr(self, name)
             if value is not None:
                 overrides[name] = value

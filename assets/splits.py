@@ -10,6 +10,7 @@ from assets.datasets import DatasetSpec
 from assets.ingest import SOURCE_SPLIT_TABLE
 from assets.recipe_settings import RecipeSettings
 from assets.resources import DUCKDB_POOL
+from tagrec_models.preprocess.duplicates import apply_duplicate_grouping
 from tagrec_models.preprocess.checks import check_disjoint_parts, check_heldout_seen_in_train
 from tagrec_models.preprocess.relations import PreprocessInputError
 from tagrec_models.preprocess.splits import PARTS, split_per_user, split_predefined
@@ -23,7 +24,8 @@ PART_DESCRIPTIONS = {
 
 def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     train_key = key(spec, "train")
-    ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments"))}
+    ins = {"filtered_assignments": dg.AssetIn(key(spec, "filtered_assignments")),
+           "images": dg.AssetIn(key(spec, "images"))}  # recipe.duplicate_grouping reads the files
     split_table = SOURCE_SPLIT_TABLE.get(spec.source)
     if split_table is not None:
         ins["standard_split"] = dg.AssetIn(key(spec, split_table))
@@ -71,6 +73,7 @@ def split_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(f"dataset {spec.name}: {error}") from error
         finally:
             con.close()
+        result = apply_duplicate_grouping(result, inputs["images"], recipe, log=progress(context))
         for part in PARTS:
             frame = result.part(part)
             metadata = {

@@ -45,10 +45,14 @@ flickr_recrawl_schedule = dg.ScheduleDefinition(
 )
 
 
-def with_code_references(assets: list) -> list:
+def with_code_references(definitions: list) -> list:
+    """Assets with a link to their code; standalone asset checks stay as they are (Dagster would
+    rebuild them as assets)."""
+    checks = [d for d in definitions if isinstance(d, dg.AssetChecksDefinition)]
+    assets = [d for d in definitions if not isinstance(d, dg.AssetChecksDefinition)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta in Dagster 1.13
-        return list(dg.with_source_code_references(assets))
+        return [*dg.with_source_code_references(assets), *checks]
 
 
 def build_definitions() -> dg.Definitions:

@@ -74,3 +74,35 @@ def best_on_validation(table: pd.DataFrame, personalised: bool | None = None) ->
         raise ValueError("no method in the leaderboard has a validation score"
                          + ("" if personalised is None else f" among personalised={personalised}"))
     return str(rows.loc[rows["val_f1@5"].idxmax(), "method"])
+
+
+def with_leakage_columns(
+    table: pd.DataFrame,
+    figures: Mapping[str, float],
+    unspelled_runs: pd.DataFrame | None = None,
+    n_unspelled_posts: int | None = None,
+) -> pd.DataFrame:
+    """``table`` with the leakage guards' figures (issue 15; ``tagrec_models.evaluation.leakage``)
+    as columns, every existing column unchanged:
+
+    * ``groups_spell_test_tags``: share of the dataset's test tag assignments that a token of
+      the post's own groups spells (NaN without groups); the same on every row.
+    * ``test_near_duplicates``: share of the test images within the near-duplicate distance of
+      a training image; the same on every row.
+    * ``f1@5_tags_not_in_groups``: the method's test F1@5 (mean over seeds) on the test posts
+      none of whose tags their groups spell (``unspelled_runs``, runs of those posts only; the
+      leaderboard asset gives them for the group-aware methods, NaN for the others), so the
+      group-aware rows (paper 2) can be read without the answers the folder names give away;
+      ``n_test_posts_tags_not_in_groups`` says how many posts that is.
+    """
+    out = table.copy()
+    out["groups_spell_test_tags"] = float(figures.get("groups_spell_test_tags", float("nan")))
+    out["test_near_duplicates"] = float(figures.get("test_near_duplicates", float("nan")))
+    column = f"{RANK_METRIC}_tags_not_in_groups"
+    out[column] = float("nan")
+    if unspelled_runs is not None and not unspelled_runs.empty:
+        at5 = _at(seed_summary(unspelled_runs), "all", 5)["f1_mean"]
+        out[column] = out["method"].map(at5).astype(float)
+    out["n_test_posts_tags_not_in_groups"] = (
+        float("nan") if n_unspelled_posts is None else int(n_unspelled_posts))
+    return out

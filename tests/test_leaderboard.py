@@ -5,7 +5,7 @@ import math
 import pandas as pd
 import pytest
 
-from tagrec_models.leaderboard import best_on_validation, leaderboard_table
+from tagrec_models.leaderboard import best_on_validation, leaderboard_table, with_leakage_columns
 
 
 def runs(values: dict[tuple[str, int], float], scenarios=("all", "new_images"), fit=1.0) -> pd.DataFrame:
@@ -62,3 +62,19 @@ def test_ranked_by_test_and_chosen_on_validation(table: pd.DataFrame) -> None:
 def test_no_content_only_method_is_a_clear_error(table: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="personalised=False"):
         best_on_validation(table[table["personalised"]], personalised=False)
+
+
+def test_leakage_columns_are_added_and_nothing_else_changes(table: pd.DataFrame) -> None:
+    # pitf on the posts whose groups spell none of their tags: seeds 0.2, 0.4 -> f1@5 0.1, 0.2
+    unspelled = runs({("pitf", 0): 0.2, ("pitf", 1): 0.4}, scenarios=("all",))
+    out = with_leakage_columns(table, {"groups_spell_test_tags": 0.5, "test_near_duplicates": 0.25},
+                               unspelled, n_unspelled_posts=3)
+    pd.testing.assert_frame_equal(out[table.columns], table)
+    rows = out.set_index("method")
+    assert rows.loc["pitf", "f1@5_tags_not_in_groups"] == pytest.approx(0.15)
+    assert math.isnan(rows.loc["jec", "f1@5_tags_not_in_groups"])
+    assert (out["groups_spell_test_tags"] == 0.5).all() and (out["test_near_duplicates"] == 0.25).all()
+    assert (out["n_test_posts_tags_not_in_groups"] == 3).all()
+    without_groups = with_leakage_columns(table, {"test_near_duplicates": 0.0})
+    assert without_groups["groups_spell_test_tags"].isna().all()
+    assert without_groups["f1@5_tags_not_in_groups"].isna().all()

@@ -77,6 +77,11 @@ class Recipe:
       overshoots) or ``"round"`` (half up, so a user with 3 posts still gets one test post at
       0.2).
     * ``seed``: drives the user sample and the splits.
+    * ``duplicate_grouping``: keep duplicate images in one part (issue 15; see
+      ``tagrec_models.preprocess.duplicates``): ``"none"`` (default; the split as above),
+      ``"sha256"`` (byte-identical files) or ``"dhash"`` (a perceptual difference hash that
+      survives resizing and re-encoding). A duplicate group the split spread over several parts
+      goes whole to train (a predefined test part stays as published).
     """
 
     name: str = "custom"
@@ -101,6 +106,7 @@ class Recipe:
     val_fraction: float | None = None
     fraction_rounding: Literal["floor", "round"] = "floor"
     seed: int = 0
+    duplicate_grouping: Literal["none", "sha256", "dhash"] = "none"
 
     def __post_init__(self) -> None:
         def fail(field_name: str, why: str) -> None:
@@ -148,6 +154,8 @@ class Recipe:
                 fail("val_posts", "is per user; a predefined split takes val_fraction")
         if not self.wordnet_column:
             fail("wordnet_column", "must name a column")
+        if self.duplicate_grouping not in ("none", "sha256", "dhash"):
+            fail("duplicate_grouping", "must be 'none', 'sha256' or 'dhash'")
 
     # -- derived ----------------------------------------------------------------------------
     @property
