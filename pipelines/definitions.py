@@ -11,6 +11,7 @@ from assets.datasets import DATASETS, FLICKR
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
 from assets.resources import DataHomeResource, FlickrCredentials
+from pipelines import shutdown
 from tagrec_models.paths import default_home
 
 
@@ -61,3 +62,6 @@ def build_definitions() -> dg.Definitions:
 
 
 defs = build_definitions()
+# Every process that loads these definitions and runs them (make demo, dagster dev's run
+# workers) would otherwise end with ~40 lines of nanobind "leaked instances" from DuckDB.
+shutdown.register()
