@@ -16,13 +16,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-## setup: Python packages (.venv), Debian packages (WordNet, openclipart), WordNet for nltk
+## setup: Python packages (.venv), Debian packages (WordNet, openclipart), WordNet for nltk (machine-wide)
 setup: $(VENV)/.installed system
 
 system: $(VENV)/.installed
 	bash scripts/setup_system.sh "$(TAGREC_HOME)"
 
-## wordnet: only what the test suite needs from Debian (WordNet for nltk)
+## wordnet: only what the test suite needs from Debian: WordNet, and its nltk copy (one per machine)
 wordnet: $(VENV)/.installed
 	bash scripts/setup_system.sh --wordnet-only "$(TAGREC_HOME)"
 

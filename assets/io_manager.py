@@ -3,7 +3,8 @@ the data home (the source of truth) and a DuckDB view ``<dataset>.<asset>``; eve
 (a small handle naming files an asset wrote itself: feature arrays, model files) is pickled.
 
 An asset whose definition metadata names ``results_table`` also replaces its dataset's rows in
-``results.<results_table>``, so that one DuckDB table holds every dataset's results.
+``results.<results_table>``, so that one DuckDB table holds every dataset's results, and its
+column schema carries every column's meaning (``assets.table_schema``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
+from assets.table_schema import column_schema_metadata
 from tagrec_models.paths import DataHome
 from tagrec_models.storage.atomic import atomic_path, staged_path
 from tagrec_models.storage.duckdb_store import DuckDBStore
@@ -54,10 +56,13 @@ class TagrecIOManager(dg.ConfigurableIOManager):
             with staged_path(path) as staged:
                 obj.to_parquet(staged, index=False)
                 store.publish_parquet(dataset, name, staged, path, table, obj if table else None)
+            # A results table's columns are measures a reader must be told the meaning of.
+            schema = (column_schema_metadata(obj) if results_table is not None
+                      else {"dagster/column_schema": table_schema(obj)})
             context.add_output_metadata(
                 {
                     "dagster/row_count": len(obj),
-                    "dagster/column_schema": table_schema(obj),
+                    **schema,
                     "preview": dg.MetadataValue.md(markdown_preview(obj)),
                     "parquet": dg.MetadataValue.path(str(path)),
                     "duckdb_view": f'"{dataset}"."{name}"',

@@ -32,7 +32,8 @@ class DataHomeResource(dg.ConfigurableResource):
 
     @property
     def nltk_data(self) -> Path:
-        """WordNet for nltk: ``<data home>/nltk_data`` unless set elsewhere (tests share one)."""
+        """WordNet for nltk: the machine-wide install (``tagrec_models.paths.nltk_data_home``),
+        the same for every data home, unless ``nltk_data_dir`` names another folder."""
         return Path(self.nltk_data_dir).resolve() if self.nltk_data_dir else self.home.nltk_data
 
     @property

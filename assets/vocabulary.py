@@ -25,11 +25,12 @@ def vocabulary_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         """Every raw tag with its cleaned form, WordNet 3.0 lemma and synset (nltk; nouns
         first, then verbs, adjectives, adverbs; first synset). A null synset means WordNet does
         not know the tag; the preprocessing recipe decides whether such tags are kept
-        (``keep_unmapped``) when it maps tags to WordNet (paper 1, Flickr-PTR)."""
+        (``keep_unmapped``) when it maps tags to WordNet (paper 1, Flickr-PTR). WordNet is the
+        machine-wide nltk install, made on first need: no data home needs a setup step."""
         try:
             frame = map_tags(photo_tags["raw_tag"].dropna(), data_home.nltk_data, log=progress(context))
         except WordNetSetupError as error:
-            raise dg.Failure(f"{error} (run `make setup` to install WordNet into the data home)") from error
+            raise dg.Failure(str(error)) from error  # the message names the command that fixes it
         mapped = int(frame["synset"].notna().sum())
         context.add_output_metadata(
             {"raw_tags": len(frame), "mapped_to_wordnet": mapped, "unmapped": len(frame) - mapped}

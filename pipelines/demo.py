@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import sys
 import time
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -88,8 +89,36 @@ def summary(dataset: str) -> str:
                 lines.append(f"(every test image is new here: scenario {', '.join(same_as_all)} equals 'all')\n")
             lines.append(shown[keep].to_markdown(index=False, floatfmt=".4f"))
             lines.append("")
-    lines.append(f"Query them: duckdb {store.path} \"SELECT * FROM results.paper1_results\"")
+        with_rows = [t for t in sorted(tables) if not t.endswith("_runs") and con.execute(
+            f"SELECT count(*) FROM results.{t} WHERE dataset = ?", [dataset]).fetchone()[0]]
+    lines.append(closing_hint(dataset, with_rows, store.path.parent))
     return "\n".join(lines)
+
+
+def tagrec_command() -> str:
+    """How to call ``tagrec`` from here: the script beside this interpreter (``.venv/bin/tagrec``
+    after ``make demo``), relative to the working folder when it lies inside it."""
+    script = Path(sys.executable).parent / "tagrec"
+    if not script.exists():
+        return "tagrec"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
+
+
+def closing_hint(dataset: str, tables: list[str], home: Path) -> str:
+    """The demo's last words on the results: the ``results.*`` tables that hold rows of
+    ``dataset`` (a paper's table exists only for datasets that paper's inputs fit: Corel5k has
+    no users, so no paper-1 table) and a query that runs on one of them."""
+    if not tables:
+        return f"No results table holds rows of {dataset} yet."
+    ordered = sorted(tables, key=lambda t: (list(SUMMARY_COLUMNS).index(t) if t in SUMMARY_COLUMNS else len(SUMMARY_COLUMNS), t))
+    command = tagrec_command()
+    if home.resolve() != Path("data").resolve():
+        command += f" --home {home}"
+    return (f"Results of {dataset} in DuckDB: {', '.join('results.' + t for t in ordered)}. Query them:\n"
+            f"  {command} sql \"SELECT * FROM results.{ordered[0]} WHERE dataset = '{dataset}'\"")
 
 
 def main(argv: list[str] | None = None) -> int:

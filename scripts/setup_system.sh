@@ -8,8 +8,11 @@
 #   2. the openclipart corpus (Debian `openclipart-svg`, `openclipart-png`, fetched with
 #      `apt-get download` and unpacked with `dpkg -x` so it lands at
 #      DATA_HOME/sources/openclipart/usr/share/openclipart/{svg,png}); skipped by --wordnet-only
-#   3. WordNet for nltk in DATA_HOME/nltk_data (tagrec_models.vocabulary.wordnet.install_wordnet:
-#      real copies plus the generated `lexnames` file), verified with nltk
+#   3. WordNet for nltk, once for the whole machine: the first writable folder on nltk's search
+#      path, ~/nltk_data for most users, or $NLTK_DATA (tagrec_models.paths.nltk_data_home;
+#      tagrec_models.vocabulary.wordnet.install_wordnet: real copies plus the generated `lexnames`
+#      file), verified with nltk. Every data home shares it; tagrec also installs it there on first
+#      need, so this step only saves that first wait.
 #
 # DATA_HOME defaults to $TAGREC_HOME, else ./data. Idempotent: what is already there is reused;
 # `apt-get update` runs only when a package has no install candidate or a fetch fails. Every
@@ -26,7 +29,7 @@ POSITIONAL=()
 for arg in "$@"; do
   case "$arg" in
     --wordnet-only) WORDNET_ONLY=1 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     -*) die "unknown option '$arg' (known: --wordnet-only)" ;;
     *) POSITIONAL+=("$arg") ;;
   esac
@@ -156,9 +159,9 @@ fetch_openclipart() {
 }
 
 install_nltk_wordnet() {
-  log "WordNet for nltk -> $DATA_HOME/nltk_data (python: $PYTHON)"
-  "$PYTHON" "$REPO/scripts/setup_wordnet.py" --nltk-data "$DATA_HOME/nltk_data" \
-    || die "installing WordNet for nltk into $DATA_HOME/nltk_data failed (see above)"
+  log "WordNet for nltk, machine-wide (python: $PYTHON)"
+  "$PYTHON" "$REPO/scripts/setup_wordnet.py" \
+    || die "installing WordNet for nltk failed (see above)"
 }
 
 command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this script needs a Debian system"

@@ -1,8 +1,8 @@
-"""Install WordNet 3.0 for nltk from Debian's /usr/share/wordnet into an nltk data folder and
-verify it (called by scripts/setup_system.sh; the logic is
+"""Install WordNet 3.0 for nltk from Debian's /usr/share/wordnet into the machine-wide nltk
+data folder (or the one given) and verify it (called by scripts/setup_system.sh; the logic is
 tagrec_models.vocabulary.wordnet.install_wordnet).
 
-    python scripts/setup_wordnet.py --nltk-data DATA_HOME/nltk_data
+    python scripts/setup_wordnet.py [--nltk-data FOLDER]
 """
 
 from __future__ import annotations

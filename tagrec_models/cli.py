@@ -8,6 +8,12 @@ prints the top K tags of each image for the user from a model the Dagster assets
 every image got tags, 1 when some image could not be read (each is reported), 2 for bad
 input (unknown dataset, model or user without a fallback, an asset never materialised).
 Nothing is written: the data home is only read.
+
+    tagrec sql [--home DIR] [--csv] [--max-rows N] ["SELECT ..."]
+
+queries the DuckDB database of the data home read-only (``tagrec_models.sql_shell``): the
+statements given, else those on stdin, else a minimal prompt. Exit status: 0 when every
+statement ran, 1 when one failed, 2 when the database cannot be opened.
 """
 
 from __future__ import annotations
@@ -79,6 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "thread, and extra threads spin when other work holds the cores; 0: all cores)")
     suggest.add_argument("--home", default=None, help="data home (default $TAGREC_HOME or ./data)")
     suggest.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER")
+    sql = commands.add_parser(
+        "sql",
+        help="query the DuckDB database of the data home (read-only)",
+        description="Run SQL against <data home>/tagrec.duckdb, read-only, with the duckdb library "
+        "that wrote it: the statements given as arguments, else those on stdin, else a prompt "
+        "(a statement runs when a line ends with ';'; .quit leaves).",
+    )
+    sql.add_argument("queries", nargs="*", metavar="SQL", help="statements to run (several per argument, ';'-separated)")
+    sql.add_argument("--home", default=None, help="data home (default $TAGREC_HOME or ./data)")
+    sql.add_argument("--csv", action="store_true", help="print results as CSV (every row)")
+    sql.add_argument("--max-rows", type=int, default=100, help="rows shown per result table (default 100; 0: all)")
     return parser
 
 
@@ -151,6 +168,18 @@ def run_suggest(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_IMAGE_ERRORS if failed else EXIT_OK
 
 
+def run_sql(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tagrec_models.paths import DataHome
+    from tagrec_models.sql_shell import SqlShellError, run
+
+    home = DataHome(Path(args.home).resolve()) if args.home else DataHome.from_env()
+    try:
+        return run(home.duckdb_path, args.queries, sys.stdin, out, err, csv=args.csv, max_rows=args.max_rows)
+    except SqlShellError as error:
+        err.write(f"tagrec sql: error: {error}\n")
+        return EXIT_BAD_INPUT
+
+
 def raise_bad(message: str) -> None:
     from tagrec_models.suggest import SuggestError
 
@@ -170,6 +199,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     try:
         if args.command == "suggest":
             return run_suggest(args, out, err)
+        if args.command == "sql":
+            return run_sql(args, out, err)
     except SuggestError as error:
         err.write(f"tagrec {args.command}: error: {error}\n")
         return EXIT_BAD_INPUT

@@ -1,6 +1,6 @@
 """Guards the whole openclipart asset graph on the real 49-photo sample: features, every
 model asset of the three papers (tiny settings, one seed) and the three results tables, which
-land in DuckDB with lineage to every model."""
+land in DuckDB with lineage to every model and describe every column in the UI."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from assets.datasets import OPENCLIPART
 from assets.factory import dataset_assets
 from assets.papers import dataset_methods, shape_of
+from assets.table_schema import UNDESCRIBED
 from tagrec_models.papers import paper_methods
 from tagrec_models.recommenders.registry import get_recommender
 from test_assets_pipeline import needs_wordnet, resources
@@ -82,3 +83,12 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
              for e in result.get_asset_materialization_events()}
     for table in ("paper1_results", "paper2_results", "paper3_results", "paper3_ccs", "leaderboard"):
         assert plots[table], f"{table} has no plot in its metadata"
+    # Every results table shows each column's meaning in the UI (assets/table_schema.py).
+    results_assets = {key.path[-1] for a in dataset_assets(OPENCLIPART)
+                      for key, metadata in a.metadata_by_key.items() if "results_table" in metadata}
+    assert {"paper1_results", "paper2_lambda_sweep", "leaderboard", "paper3_ccs"} <= results_assets
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.path[-1] in results_assets:
+            schema = event.materialization.metadata["dagster/column_schema"].schema
+            undescribed = [c.name for c in schema.columns if not c.description or c.description == UNDESCRIBED]
+            assert not undescribed, (event.asset_key.path[-1], undescribed)

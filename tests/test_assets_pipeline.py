@@ -14,20 +14,23 @@ from assets.datasets import COREL5K, OPENCLIPART
 from assets.factory import dataset_assets
 from assets.io_manager import TagrecIOManager
 from assets.resources import DataHomeResource, FlickrResource
+from tagrec_models.vocabulary.wordnet import WORDNET_SOURCE
 
 REPO = Path(__file__).resolve().parents[1]
-NLTK_DATA = REPO / "data" / "nltk_data"
 
+# The vocabulary step installs WordNet for nltk machine-wide on first need, from Debian's files.
 needs_wordnet = pytest.mark.skipif(
-    not (NLTK_DATA / "corpora" / "wordnet" / "lexnames").exists(),
-    reason="WordNet for nltk is not installed (make wordnet)",
+    not (WORDNET_SOURCE / "data.noun").is_file(),
+    reason=f"Debian's WordNet files are not at {WORDNET_SOURCE} (make wordnet)",
 )
 
 
 def resources(home: Path) -> dict:
+    """The definitions' resources on ``home``, as a fresh data home has them (WordNet is the
+    machine-wide install, not a folder of the home)."""
     return {
         "io_manager": TagrecIOManager(root=str(home)),
-        "data_home": DataHomeResource(root=str(home), nltk_data_dir=str(NLTK_DATA)),
+        "data_home": DataHomeResource(root=str(home)),
         "flickr": FlickrResource(),
     }
 
@@ -49,6 +52,23 @@ def openclipart_config(folder: Path, **recipe) -> dict:
         ops["openclipart__preprocess"] = {"config": recipe}
         ops["openclipart__splits"] = {"config": recipe}
     return {"ops": ops}
+
+
+@needs_wordnet
+def test_a_fresh_data_home_maps_tags_with_the_machine_wide_wordnet(tmp_path, openclipart_sample):
+    """No per-home install: the vocabulary step finds (or on first need makes) the machine-wide
+    WordNet, and nothing WordNet-related lands in the data home."""
+    home = tmp_path / "fresh"
+    result = dg.materialize(
+        dataset_assets(OPENCLIPART),
+        selection=dg.AssetSelection.assets(dg.AssetKey(["openclipart", "tag_mapping"])).upstream().required_multi_asset_neighbors(),
+        resources=resources(home),
+        run_config=openclipart_config(openclipart_sample),
+    )
+    assert result.success
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    assert metadata["tag_mapping"]["mapped_to_wordnet"].value > 0
+    assert not (home / "nltk_data").exists()
 
 
 @needs_wordnet

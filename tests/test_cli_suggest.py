@@ -373,10 +373,11 @@ def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample)
     dg = pytest.importorskip("dagster")
     from assets.datasets import OPENCLIPART
     from assets.factory import dataset_assets
-    from test_assets_pipeline import NLTK_DATA, resources
+    from tagrec_models.vocabulary.wordnet import WORDNET_SOURCE
+    from test_assets_pipeline import resources
 
-    if not (NLTK_DATA / "corpora" / "wordnet" / "lexnames").exists():
-        pytest.skip("WordNet for nltk is not installed (make wordnet)")
+    if not (WORDNET_SOURCE / "data.noun").is_file():
+        pytest.skip(f"Debian's WordNet files are not at {WORDNET_SOURCE} (make wordnet)")
     models = ("pt_permlp", "knn_voting", "ug_nw")
     recipe = {"core_users": 2, "core_tags": 2, "test_posts": 1, "val_posts": 1}
     ops = {

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from test_assets_pipeline import NLTK_DATA, needs_wordnet
+from test_assets_pipeline import needs_wordnet
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -85,7 +85,6 @@ def ui_home(tmp_path, openclipart_sample) -> dict:
     home = tmp_path / "home"
     corpus = home / "sources" / "openclipart" / "usr" / "share" / "openclipart"
     shutil.copytree(openclipart_sample, corpus, symlinks=True)
-    (home / "nltk_data").symlink_to(NLTK_DATA)
     (home / "dagster").mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
     return {**os.environ, "TAGREC_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tagrec_models.paths import DataHome, nltk_data_home
 from tagrec_models.vocabulary.cleaning import CleaningConfig, clean_tag, clean_tags
 from tagrec_models.vocabulary.wordnet import (
     LEXNAMES_30,
@@ -152,9 +153,38 @@ def test_install_wordnet_names_missing_files(tmp_path):
         install_wordnet(tmp_path / "nltk_data", source=source)
 
 
-def test_load_wordnet_names_an_empty_data_folder(tmp_path):
-    with pytest.raises(WordNetSetupError, match="setup_system.sh"):
-        load_wordnet(tmp_path)
+def test_load_wordnet_without_debian_files_names_the_command_that_fixes_it(tmp_path):
+    with pytest.raises(WordNetSetupError) as raised:
+        load_wordnet(tmp_path / "nltk_data", source=tmp_path / "no_debian_wordnet")
+    message = str(raised.value)
+    assert "apt-get install -y --no-install-recommends wordnet-base wordnet-sense-index" in message
+    assert str(tmp_path / "nltk_data") in message
+    assert "DATA_HOME" not in message and "make setup" not in message
+
+
+@needs_wordnet
+def test_load_wordnet_installs_it_on_first_need(tmp_path):
+    messages: list[str] = []
+    wn = load_wordnet(tmp_path / "nltk_data", log=messages.append)
+    assert wn.synset("dog.n.01").offset() == 2084071
+    assert messages[0].startswith("WordNet: first use, installing it for nltk into")
+    assert (tmp_path / "nltk_data" / "corpora" / "wordnet" / "lexnames").is_file()
+
+
+def test_wordnet_lives_on_nltks_search_path_not_in_the_data_home(tmp_path, monkeypatch):
+    import nltk.data
+
+    folder = nltk_data_home()
+    assert str(folder) in {str(Path(p).expanduser().resolve()) for p in nltk.data.path}
+    assert DataHome(tmp_path / "one").nltk_data == DataHome(tmp_path / "two").nltk_data == folder
+    installed = tmp_path / "installed"
+    (installed / "corpora" / "wordnet").mkdir(parents=True)
+    (installed / "corpora" / "wordnet" / "lexnames").write_text("")
+    # A folder earlier on nltk's path that already holds WordNet wins over a writable one.
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty"), str(installed)])
+    assert nltk_data_home() == installed
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path / "empty"), str(tmp_path / "other")])
+    assert nltk_data_home() == tmp_path / "empty"
 
 
 def test_lexnames_text_has_wordnet_layout():
@@ -188,7 +218,8 @@ def test_setup_script_rejects_unknown_options():
 def test_setup_script_wordnet_only_is_idempotent(tmp_path):
     home = tmp_path / "home"
     command = ["bash", str(REPO / "scripts" / "setup_system.sh"), "--wordnet-only", str(home)]
-    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHON": sys.executable}
+    # NLTK_DATA heads nltk's search path: the machine-wide folder, moved into tmp_path here.
+    env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "PYTHON": sys.executable, "NLTK_DATA": str(tmp_path / "nltk")}
     first = subprocess.run(command, capture_output=True, text=True, env=env)
     assert first.returncode == 0, first.stderr
     assert "verified" in first.stdout
@@ -196,7 +227,8 @@ def test_setup_script_wordnet_only_is_idempotent(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "WordNet: 0 file(s) written" in second.stdout
     assert not (home / "sources" / "openclipart").exists()  # --wordnet-only fetches no corpus
-    assert load_wordnet(home / "nltk_data").synset("dog.n.01").offset() == 2084071
+    assert not (home / "nltk_data").exists()  # WordNet is machine-wide, not in the data home
+    assert load_wordnet(tmp_path / "nltk").synset("dog.n.01").offset() == 2084071
 
 
 # --- mapping --------------------------------------------------------------------------------------

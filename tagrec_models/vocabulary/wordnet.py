@@ -20,15 +20,22 @@ real copies, and the ``lexnames`` file nltk reads at start (Debian does not ship
 generated from the ``lexnames(5WN)`` man page, or written from the WordNet 3.0 list below when
 the man page is absent.
 
+WordNet is one install for the whole machine, not one per data home: ``<nltk_data>`` defaults to
+``paths.nltk_data_home()`` (the first writable folder on nltk's search path, ``~/nltk_data`` for
+most users), and ``load_wordnet`` installs it there on first need when the Debian files are
+present, so a fresh data home maps tags with no setup step. When they are missing, the error
+names the one command that fixes it (``apt-get install ... wordnet-base wordnet-sense-index``).
+
 Command line (used by ``scripts/setup_system.sh``)::
 
-    python -m tagrec_models.vocabulary.wordnet --nltk-data DATA_HOME/nltk_data
+    python -m tagrec_models.vocabulary.wordnet [--nltk-data FOLDER]
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import re
 import shutil
 import sys
@@ -39,6 +46,7 @@ from typing import Callable, Iterable, Literal
 
 import pandas as pd
 
+from tagrec_models.paths import nltk_data_home
 from tagrec_models.storage.atomic import atomic_path
 from tagrec_models.vocabulary.cleaning import DEFAULT_CLEANING, CleaningConfig, clean_tag
 
@@ -87,8 +95,17 @@ MAPPING_COLUMNS = {"raw_tag": "string", "tag": "string", "lemma": "string", "syn
 POS_CODES = ("n", "v", "a", "r")
 
 
+WORDNET_PACKAGES = ("wordnet-base", "wordnet-sense-index")
+
+
 class WordNetSetupError(RuntimeError):
     """WordNet cannot be installed or loaded; the message names the path and the fix."""
+
+
+def install_command() -> str:
+    """The command that installs Debian's WordNet files, as this user types it."""
+    command = "apt-get install -y --no-install-recommends " + " ".join(WORDNET_PACKAGES)
+    return command if os.geteuid() == 0 else f"sudo {command}"
 
 
 def _wordnet_dir(nltk_data: Path) -> Path:
@@ -156,14 +173,14 @@ def install_wordnet(
     source = Path(source)
     if not source.is_dir():
         raise WordNetSetupError(
-            f"WordNet source folder {source} does not exist; install the Debian packages "
-            "wordnet-base and wordnet-sense-index (bash scripts/setup_system.sh --wordnet-only)"
+            f"WordNet source folder {source} does not exist: install Debian's WordNet files with "
+            f"`{install_command()}`"
         )
     missing = [name for name in REQUIRED_FILES if not (source / name).is_file()]
     if missing:
         raise WordNetSetupError(
             f"WordNet source folder {source} lacks {missing} (index.sense comes from the Debian "
-            "package wordnet-sense-index)"
+            f"package wordnet-sense-index): `{install_command()}`"
         )
     target = _wordnet_dir(nltk_data)
     target.mkdir(parents=True, exist_ok=True)
@@ -227,18 +244,36 @@ def _load(nltk_data: str):
     return reader
 
 
-def load_wordnet(nltk_data: Path):
+def _missing_files(nltk_data: Path) -> list[str]:
+    folder = _wordnet_dir(nltk_data)
+    return [name for name in REQUIRED_FILES + ("lexnames",) if not (folder / name).is_file()]
+
+
+def load_wordnet(
+    nltk_data: Path | None = None,
+    source: Path = WORDNET_SOURCE,
+    log: Callable[[str], None] | None = None,
+):
     """nltk's ``WordNetCorpusReader`` over ``<nltk_data>/corpora/wordnet`` (cached per folder,
-    loading takes a few seconds). Reads the folder directly rather than through
+    loading takes a few seconds); ``nltk_data`` defaults to the machine-wide
+    ``paths.nltk_data_home()``. A folder without WordNet gets it on first need from Debian's
+    files in ``source`` (``install_wordnet``); without those files the ``WordNetSetupError``
+    names the command that installs them. Reads the folder directly rather than through
     ``nltk.corpus.wordnet`` (whose lazy loader needs the multilingual corpus too); the folder
     is appended to ``nltk.data.path``, which nltk requires before it opens files there."""
-    folder = _wordnet_dir(nltk_data)
-    missing = [name for name in REQUIRED_FILES + ("lexnames",) if not (folder / name).is_file()]
+    nltk_data = Path(nltk_data) if nltk_data is not None else nltk_data_home()
+    missing = _missing_files(nltk_data)
     if missing:
-        raise WordNetSetupError(
-            f"WordNet for nltk is not installed at {folder} (missing {missing}); run "
-            "bash scripts/setup_system.sh --wordnet-only DATA_HOME"
-        )
+        if not (Path(source) / "data.noun").is_file():
+            raise WordNetSetupError(
+                f"WordNet for nltk is not installed at {_wordnet_dir(nltk_data)} (missing {missing}), "
+                f"and Debian's WordNet files it is built from are not at {source}. Install them: "
+                f"`{install_command()}`; tagrec then copies them into {nltk_data} on first need "
+                "(one install for the machine, shared by every data home)"
+            )
+        if log is not None:
+            log(f"WordNet: first use, installing it for nltk into {nltk_data} (machine-wide)")
+        install_wordnet(nltk_data, source, log=log)
     return _load(str(Path(nltk_data).resolve()))
 
 
@@ -329,7 +364,7 @@ def lookup(wn, tag: str, pos_order: tuple[str, ...] = POS_CODES) -> tuple[str, s
 
 def map_tags(
     tags: Iterable[str],
-    nltk_data: Path,
+    nltk_data: Path | None = None,
     config: MappingConfig = MappingConfig(),
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
@@ -339,14 +374,15 @@ def map_tags(
     (``clean_tag`` under ``config.cleaning``; null when cleaning drops the tag), ``lemma`` and
     ``synset`` (WordNet 3.0 base form and synset name such as ``dog.n.01``; null when WordNet
     does not know the tag). See ``lookup`` for the rules. A missing value among ``tags`` is a
-    ``ValueError``.
+    ``ValueError``. ``nltk_data``: where WordNet is (default: the machine-wide install, made on
+    first need; see ``load_wordnet``).
     """
     say = log or (lambda _msg: None)
     raw = pd.Series(list(tags), dtype="object")
     if raw.isna().any():
         raise ValueError(f"map_tags: tags holds {int(raw.isna().sum())} missing value(s)")
     distinct = sorted(set(raw.astype(str)))
-    wn = load_wordnet(nltk_data)
+    wn = load_wordnet(nltk_data, log=say)
     rows = []
     by_tag: dict[str, tuple[str, str] | None] = {}
     for i, raw_tag in enumerate(distinct):
@@ -409,14 +445,16 @@ def apply_mapping(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Install WordNet 3.0 for nltk (offline).")
-    parser.add_argument("--nltk-data", type=Path, required=True, help="the nltk data folder")
+    parser = argparse.ArgumentParser(description="Install WordNet 3.0 for nltk (offline), machine-wide.")
+    parser.add_argument("--nltk-data", type=Path, default=None,
+                        help="the nltk data folder (default: the machine-wide one, paths.nltk_data_home())")
     parser.add_argument("--source", type=Path, default=WORDNET_SOURCE, help="WordNet database")
     parser.add_argument("--lexnames-man", type=Path, default=LEXNAMES_MAN)
     args = parser.parse_args(argv)
     try:
-        install_wordnet(args.nltk_data, args.source, args.lexnames_man, log=print)
-    except WordNetSetupError as error:
+        nltk_data = args.nltk_data if args.nltk_data is not None else nltk_data_home()
+        install_wordnet(nltk_data, args.source, args.lexnames_man, log=print)
+    except (WordNetSetupError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
