@@ -3,7 +3,7 @@ README and a reader of ``results.*`` in DuckDB take it from.
 
 The tables are ``reporting.paper1_table`` / ``paper2_table`` / ``paper3_table``, the CCS table
 of paper 3, ``leaderboard.leaderboard_table``, the paper-2 parameter studies of
-``neighbours.sweep_tables`` and the long ``*_runs`` frames of ``experiment.evaluate_model``.
+``studies.sweep_tables`` and the long ``*_runs`` frames of ``experiment.evaluate_model``.
 Their names follow a grammar, and so do the descriptions:
 
 * ``<measure>@<k>`` (``f1@5``, ``ndcg@10``, ``ccs@3``): the measure at ``k`` recommended tags

@@ -16,7 +16,7 @@ from tagrec_models import reporting
 from tagrec_models.data import TrainingData
 from tagrec_models.features.vlad import VladConfig
 from tagrec_models.leaderboard import leaderboard_table
-from tagrec_models.neighbours.sweep_tables import lambda_table, n_tags_table, stage_table
+from tagrec_models.studies.sweep_tables import lambda_table, n_tags_table, stage_table
 from tagrec_models.reporting_columns import describe_column, undescribed_columns
 from test_leaderboard import runs
 from test_paper2_sweep_tables import _stage_descriptors
