@@ -61,6 +61,9 @@ class BpMllConfig(NeuralConfig):
 
 class _BpMll(PostRecommender):
     Config = BpMllConfig
+    # Around Mulan's defaults (learning rate 0.05, hidden 20% of the input, weight decay 1e-5).
+    search_space = {"learning_rate": [0.005, 0.01, 0.05, 0.1], "hidden_ratio": [0.1, 0.2, 0.4],
+                    "weight_decay": [0.0, 1e-5, 1e-4]}
     personalised = False
     contract_overrides = {"max_epochs": 3, "patience": 0, "torch_threads": 1}
 

@@ -23,7 +23,7 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 
 from tagrec_models.crossmodal.cca import CCAConfig, LinearCCA
-from tagrec_models.recommenders.common_space import CommonSpaceConfig, CommonSpaceRecommender, Match
+from tagrec_models.recommenders.common_space import CommonSpaceConfig, CommonSpaceRecommender, Match, TRANSFER_SPACE
 from tagrec_models.crossmodal.dmfr import annotations_of
 from tagrec_models.crossmodal.skipgram import SkipGram, SkipGramConfig
 from tagrec_models.recommenders.registry import register
@@ -69,6 +69,9 @@ class CCAKNNRecommender(CommonSpaceRecommender):
     # retrieval on a different (PCA + mean word vector) pair of views.
     in_ccs_table = False
     Config = CCAKNNConfig
+    # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
+    # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
+    search_space = {**{"reg_v": [1e-4, 1e-3, 1e-2, 1e-1], "reg_s": [1e-4, 1e-3, 1e-2, 1e-1], "pca_dim": [128, 256, 512]}, **TRANSFER_SPACE}
     contract_overrides = {"pca_dim": 16, "sg_dim": 8, "sg_epochs": 2, "k": 5}
 
     def _fit_views(self, visual, tags, val, log: Callable[[str], None]) -> None:

@@ -61,6 +61,10 @@ class JEC(Recommender):
     name = "jec"
     papers = {"paper3": "baseline"}
     Config = JECConfig
+    # Makadia et al. transfer from 5 neighbours; the distance set is the one choice JEC makes
+    # (its own L1 + KL, or the cosine that suits a CNN embedding).
+    search_space = {"k": [3, 5, 8, 12, 20],
+                    "distances": [("l1", "kl", "cosine"), ("cosine",), ("cosine", "kl"), ("l1", "kl")]}
     needs = ("cnn",)
     personalised = False
 

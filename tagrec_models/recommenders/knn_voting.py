@@ -46,6 +46,9 @@ class KnnVoting(NeighbourRecommender):
     name = "knn_voting"
     papers = {"paper2": "baseline"}
     Config = KnnVotingConfig
+    # Li et al. 2008 vote with k in the tens to hundreds; paper 2 uses 15 for its baselines.
+    search_space = {"k": [5, 10, 15, 25, 50, 100], "distinct_owners": [True, False],
+                    "subtract_prior": [True, False]}
     needs = ("vlad",)
     personalised = False
     contract_overrides = {"k": 5}

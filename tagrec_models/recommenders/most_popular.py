@@ -14,6 +14,8 @@ from tagrec_models.recommenders.registry import register
 class MostPopular(Recommender):
     name = "mp"
     papers = {"paper1": "baseline", "paper3": "baseline"}
+    # MP has no hyper-parameter: its one tuning trial is the model itself.
+    search_space = {}
 
     def _fit(self, data: TrainingData) -> None:
         self.tag_counts = np.asarray(data.train.tags.sum(axis=0), dtype=np.float32).ravel()

@@ -38,6 +38,8 @@ class MostPopularByUser(Recommender):
     name = "mp_u"
     papers = {"paper1": "baseline", "paper2": "baseline"}
     Config = MostPopularByUserConfig
+    # The only choice MP-u has: how ties in a user's counts are broken.
+    search_space = {"tie_break_with_mp": [True, False]}
     personalised = True
     contract_overrides: dict = {}
 

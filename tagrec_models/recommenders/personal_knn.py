@@ -63,6 +63,10 @@ class PersonalKnn(NeighbourRecommender):
     name = "personal_knn"
     papers = {"paper2": "baseline"}
     Config = PersonalKnnConfig
+    # Paper 2, Figure 10's lambda range (0.1..0.9), neighbour counts around its 15, and the
+    # user's own history share alpha from off to dominant.
+    search_space = {"k": [5, 10, 15, 25, 50], "lam": [0.1, 0.2, 0.4, 0.6, 0.8],
+                    "history_weight": [0.0, 0.25, 0.5, 0.75], "weight_normalisation": ["sum", "max"]}
     needs = ("vlad", "groups")
     contract_overrides = {"k": 5}
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from tagrec_models.recommenders.nn.triples import (
     FactorisationConfig,
+    FACTORISATION_SPACE,
     FactorisationRecommender,
     lookup,
 )
@@ -70,6 +71,7 @@ class Pitf(FactorisationRecommender):
     papers = {"paper1": "baseline"}
     Config = PitfConfig
     personalised = True
+    search_space = FACTORISATION_SPACE
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _network(self, n_users: int, n_images: int, n_tags: int) -> nn.Module:

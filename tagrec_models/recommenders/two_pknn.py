@@ -60,6 +60,11 @@ class TwoPKNN(Retunable, Recommender):
     name = "two_pknn"
     papers = {"paper3": "beyond"}
     Config = TwoPKNNConfig
+    # Verma & Jawahar 2012 tune K1 (images per label in pass 1) and the pass-2 weight on
+    # validation; rare_power is the label-frequency normalisation that trades frequent against
+    # rare labels (per-label columns prefer k1 = 3, beta = 5, rare_power = 0.5 on Corel5k).
+    search_space = {"k1": [2, 3, 5, 10, 20], "beta": [1.0, 2.0, 5.0, 10.0, 20.0, 40.0],
+                    "rare_power": [0.0, 0.25, 0.5, 0.75, 1.0]}
     needs = ("cnn",)
     personalised = False
     scoring_fields = frozenset({"k1", "beta", "rare_power", "rare_smoothing"})
