@@ -131,7 +131,8 @@ def tuning_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefiniti
         kinds={"duckdb", "pandas"},
     )
     def tuning(context: dg.AssetExecutionContext, **inputs):
-        frame = tuning_rows([inputs[f"model_{m}"] for m in methods])
+        # The IO manager adds the dataset column when it writes results.tuning.
+        frame = tuning_rows([inputs[f"model_{m}"] for m in methods]).drop(columns="dataset")
         chosen = frame[frame["chosen"]]
         return dg.Output(frame, metadata={
             "chosen": md_table(chosen[["method", "family", "stage", "trial", "params", "metric", "value"]]),
