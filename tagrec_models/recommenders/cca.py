@@ -8,6 +8,10 @@ common space and compared by cosine with the projected training annotations (``m
 tags of the ``k`` nearest are transferred with softmax weights (see
 ``crossmodal.common_space`` for the exact procedure). Not personalised: a cold-start user (-1)
 gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations

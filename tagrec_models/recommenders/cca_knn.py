@@ -11,6 +11,10 @@ correlation to the power ``corr_power`` (4, after Gong et al. 2014, whom Murthy 
 its ``k`` nearest *training images* in that space (cosine; ``match="visual"``) are found, and
 their tags are transferred with softmax weights (``crossmodal.common_space``). Not personalised:
 a cold-start user (-1) gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ code goes through the visual network and P into the common space, is compared by
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
 with softmax weights (``crossmodal.common_space``). Not personalised: a cold-start user (-1) gets
 the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations

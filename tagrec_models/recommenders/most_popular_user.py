@@ -12,6 +12,9 @@ choices the papers leave open are config fields:
   the score is ``count_u(t)`` and ties go to the lower tag index.
 * a cold-start user (index -1) has no history: its posts get the MP ranking (global counts),
   the only information there is.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The only choice MP-u
+has: how ties in a user's counts are broken.
 """
 
 from __future__ import annotations

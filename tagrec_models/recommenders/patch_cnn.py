@@ -23,6 +23,9 @@ training images' statistics.
 
 Cold start: ``cnn`` ignores users; ``cnn_permlp`` gives a user never seen in training
 (index -1) ``kappa_u = 0``, so its scores come from the patch alone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 1, section 4.2:
+the learning rates of the conv and FC layers and L2, on validation.
 """
 
 from __future__ import annotations

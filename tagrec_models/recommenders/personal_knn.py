@@ -18,6 +18,10 @@ the same evidence PSIR is said to use (visual content, image metadata, the user)
 
 ``alpha`` (``history_weight``) is a config field, to be chosen on validation; 0 gives plain
 group-aware weighted voting (no random walk), which also isolates what the walk adds.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 2, Figure 10's
+lambda range (0.1..0.9), neighbour counts around its 15, and the user's own history share alpha
+from off to dominant.
 """
 
 from __future__ import annotations

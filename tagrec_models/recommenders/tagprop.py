@@ -28,6 +28,10 @@ distances come from ``crossmodal.distances``; every distance of ``distances`` is
 feature of ``features``. Default: ``cosine`` and ``kl`` on the CNN embedding, the best pair on
 Corel5k validation (``kl`` reads the non-negative embedding as a histogram, as JEC does for
 colour). Not personalised: a cold-start user (-1) gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Guillaumin et al. 2009
+compare rank- and distance-based weights with K up to 1000 and sigma-ML on or off; rare_power
+is the scoring-only label-frequency normalisation.
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ its neighbours (it has no tags of its own); paper 2, eq. 6's mass withheld by an
 w < 1 is returned to the restart, i.e. the stationary vector is rescaled to sum to 1; a
 query never takes its own image as a neighbour; tags the walk never reaches are ranked
 after all reached tags by training popularity.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 2: lambda swept
+0.1..0.9 (Figure 10), k = 15 (section 5.1) with counts around it, the damping d = 0.85 of a
+random walk with restart and values either side; the user restart (our extension) off or on.
+Without groups lambda has nothing to weigh (visual similarity only).
 """
 
 from __future__ import annotations
