@@ -140,3 +140,14 @@ def test_per_label_columns_are_scored_at_the_per_label_operating_point(tmp_path)
     fit = load_model(trained.model_paths[0])
     label_scores = fit.retune(**trained.operating_points[PER_LABEL]).score(test, data.side)
     assert runs["label_f1"].iloc[0] == pytest.approx(per_label_metrics(label_scores, test.tags, k=5).f1)
+
+
+def test_declared_probes_follow_the_defaults_within_the_budget():
+    """PITF's hypothesis trial (no image factors) is trial 1 of every tuning run."""
+    data, _ = split()
+    model = get_recommender("pitf")
+    config = model.Config(max_epochs=3, patience=0, torch_threads=1)  # defaults inside the space
+    result = tune(model, config, data, n_trials=2, seed=0)
+    fits = result.trials[(result.trials["family"] == PER_IMAGE) & (result.trials["stage"] == "fit")]
+    first, second = (json.loads(p) for p in fits["params"])
+    assert first["image_factors"] is True and second == {**first, "image_factors": False}

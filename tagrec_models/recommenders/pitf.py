@@ -78,6 +78,8 @@ class Pitf(FactorisationRecommender):
     Config = PitfConfig
     personalised = True
     search_space = FACTORISATION_SPACE
+    # Trial 1 is the defaults without image factors: the new-image hypothesis, on every run.
+    search_probes = ({"image_factors": False},)
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _network(self, n_users: int, n_images: int, n_tags: int) -> nn.Module:

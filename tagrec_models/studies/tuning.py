@@ -12,7 +12,7 @@ the same trials:
    eq. 12, which on Corel5k with 5 tags is paper 3's AF, eqs. 9-11); the per-label F1 at 5 tags
    (the Corel5k table) is recorded beside it. Trial 0 is the model's defaults (the paper's
    settings where they lie in the space), so tuning never does worse than the defaults on
-   validation. Epoch-based models report their validation F1@5 after every epoch
+   validation; the model's ``search_probes`` (hypotheses its docstring names) come next. Epoch-based models report their validation F1@5 after every epoch
    (``TorchRecommender.set_epoch_callback``) and ``MedianPruner`` stops trials that fall below
    the median of earlier trials at the same epoch.
 2. **operating points** (``retune_trials`` per metric family, only for models whose search
@@ -210,6 +210,8 @@ def tune(
         study_name=f"{model_cls.name}-fit",
     )
     _enqueue(study, space, dataclasses.asdict(base_config))
+    for probe in model_cls.search_probes:  # the model's declared hypothesis tests come next
+        _enqueue(study, space, {**dataclasses.asdict(base_config), **probe})
     # An empty space has one point: the model as it is (MP).
     study.optimize(objective, n_trials=n_trials if space else 1, catch=())
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
