@@ -103,7 +103,25 @@ class TwoPKNN(Retunable, Recommender):
         self.tag_counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
 
     def distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
-        """D(query, training image): the mean of the scaled base distances."""
+        """D(query, training image): the mean of the scaled base distances. The last few query
+        chunks are remembered (shared with ``retune`` copies, never saved): re-scoring the same
+        validation posts at other k1 / beta / rare_power values, as tuning does, then costs no
+        distance computation."""
+        cache = self.__dict__.setdefault("_distance_cache", {})
+        key = (id(side), images.tobytes())
+        # The entry holds ``side`` itself, so its id cannot be reused by another object meanwhile.
+        if key not in cache or cache[key][0] is not side:
+            if len(cache) >= 8:
+                cache.clear()
+            cache[key] = (side, self._distance(side, images))
+        return cache[key][1]
+
+    def _state(self) -> dict:
+        state = super()._state()
+        state["attributes"] = {k: v for k, v in state["attributes"].items() if k != "_distance_cache"}
+        return state
+
+    def _distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
         total = sum(
             base_distance(d, np.asarray(side.feature(f)[images], dtype=np.float64), self.ref[f]) / self.scale[i]
             for i, (f, d) in enumerate(self.bases)
