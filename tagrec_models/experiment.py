@@ -30,7 +30,7 @@ from tagrec_models.data import Posts, SideInfo, TrainingData, group_matrix
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
 from tagrec_models.evaluation.scenarios import SCENARIOS, scenario_mask
 from tagrec_models.studies.tuning import PER_IMAGE, PER_LABEL, TRIAL_COLUMNS, tune
-from tagrec_models.recommenders.base import Recommender, RecommenderConfig
+from tagrec_models.recommenders.base import RecommenderConfig
 from tagrec_models.recommenders.registry import get_recommender, load_model
 
 Log = Callable[[str], None]
