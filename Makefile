@@ -31,7 +31,7 @@ dagster-home:
 	cp dagster.yaml "$(DAGSTER_HOME)/dagster.yaml"
 
 ## demo: set up, materialise every asset of the default dataset (openclipart), print results
-## (quick profile: 3 tuning trials per model, refit on train+val, epochs capped, 3 seeds)
+## (quick profile: 2 tuning trials per model, refit on train+val, epochs capped, 3 seeds)
 demo: setup dagster-home
 	$(PY) -m pipelines.demo --dataset openclipart
 

@@ -33,7 +33,7 @@ from tagrec_models.storage.duckdb_store import DuckDBStore
 
 # The trial budget, the same for every model of a profile: fits on train scored on validation,
 # and (refit-free) re-scorings of the chosen fit per metric family for its scoring-only knobs.
-QUICK_TRIALS, QUICK_RETUNES = 3, 16
+QUICK_TRIALS, QUICK_RETUNES = 2, 16
 FULL_TRIALS, FULL_RETUNES = 30, 60
 PROFILES = {
     "quick": {"n_trials": QUICK_TRIALS, "retune_trials": QUICK_RETUNES, "seeds": [0, 1, 2]},
