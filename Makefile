@@ -34,10 +34,12 @@ dagster-home: $(VENV)/.installed
 	$(VENV)/bin/dagster instance migrate
 
 ## demo: set up, materialise every asset of the default dataset (openclipart), print results
+## (quick profile: 2 tuning trials per model, refit on train+val, epochs capped, 3 seeds)
 demo: setup dagster-home
 	$(PY) -m pipelines.demo --dataset openclipart
 
-## demo-full: the full paper grids (every seed and hyper-parameter) on every local dataset
+## demo-full: every model tuned on validation with 30 Optuna trials (60 refit-free re-scorings per
+## metric family), the models' own epoch budgets, refit on train+val, 5 seeds; openclipart and Corel5k
 demo-full: setup dagster-home
 	$(PY) -m pipelines.demo --dataset openclipart --dataset corel5k --profile full
 

@@ -1,7 +1,8 @@
 """Each model asset's launchpad config, generated from its recommender's ``Config`` dataclass:
 every hyper-parameter is a typed field with the description the source gives it
 (``tagrec_models.recommenders.config_docs``), under ``params``, beside the run settings
-(``seeds``, ``grid``, ``metric``).
+(``seeds``, ``n_trials``, ``retune_trials``, ``tuning_seed``, ``final_fit``, ``metric``; the
+tuning engine is ``tagrec_models.studies.tuning``).
 """
 
 import dataclasses
@@ -43,7 +44,7 @@ def _camel(name: str) -> str:
 
 @cache
 def settings_class(model: type[Recommender]) -> type[dg.Config]:
-    """``<Name>Settings``: seeds, grid, metric, and ``params`` (one typed field per config field
+    """``<Name>Settings``: seeds, the tuning settings, metric, and ``params`` (one typed field per config field
     except ``seed``, which ``seeds`` sets per fit)."""
     config_cls = model.Config
     hints = typing.get_type_hints(config_cls)
@@ -62,8 +63,17 @@ def settings_class(model: type[Recommender]) -> type[dg.Config]:
         f"{_camel(model.name)}Settings",
         __base__=dg.Config,
         seeds=(list[int], Field(default=[0, 1, 2], description="One fit per seed; tables show mean and std over seeds.")),
-        grid=(str, Field(default="quick", description="'quick': the config below as it is; 'paper': search the model's search_space on validation around it.")),
-        metric=(str, Field(default="f1@5", description="Validation metric of the search (NAME@K).")),
+        n_trials=(int, Field(default=4, description=(
+            "Fits the tuning engine (Optuna, TPE) tries on validation over the model's search_space; "
+            "trial 0 is the config below. The same for every model of a profile."))),
+        retune_trials=(int, Field(default=12, description=(
+            "Re-scorings (no refit) of the chosen fit over its scoring-only fields, per metric family "
+            "(per-image F1, per-label F1): each family's operating point."))),
+        tuning_seed=(int, Field(default=0, description="Seed of the tuning sampler (and of the trials' fits).")),
+        final_fit=(str, Field(default="train+val", description=(
+            "'train+val': refit the chosen configuration on train + validation (epoch-based models: "
+            "the best epoch count found on validation, no early stopping); 'train': the train-only fit."))),
+        metric=(str, Field(default="f1@5", description="Per-image validation metric of the search (NAME@K).")),
         params=(params_cls, Field(default_factory=params_cls, description=(
             f"Hyper-parameters of {model.name} ({config_cls.__name__}; defaults: the paper's)."))),
     )

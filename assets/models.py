@@ -1,8 +1,11 @@
 """Model assets (one per dataset and registered recommender) and each paper's results table.
 
 A model asset takes the splits and exactly the image arrays its recommender ``needs`` as
-inputs, chooses hyper-parameters on validation, fits one model per seed and saves them; its
-value is a ``TrainedModel`` handle. A results asset takes the model assets it compares as
+inputs, tunes it on validation (``tagrec_models.studies.tuning``: Optuna over its
+``search_space``, one operating point per metric family), refits the chosen configuration once
+per seed (on train + validation by default) and saves the fits; its value is a
+``TrainedModel`` handle, its metadata the table of trials and the optimisation history. The
+``tuning`` asset collects every model's trials into ``results.tuning``. A results asset takes the model assets it compares as
 inputs (lineage to every one), evaluates each seed's fit on the test posts, writes the table to
 DuckDB (``results.<table>``, one row set per dataset) and shows it as Markdown with a plot.
 """
@@ -14,14 +17,14 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 import pandas as pd
 
-from assets.common import key, md_table, plot_metadata, progress, results_table_asset
+from assets.common import jsonable, key, md_table, plot_metadata, progress, results_table_asset
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins, side_ins, split_ins
 from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import TrainedModel
-from tagrec_models.experiment import ccs_runs, evaluate_model, train_model
+from tagrec_models.experiment import ccs_runs, evaluate_model, train_model, tuning_rows
 from tagrec_models.papers import PAPERS
 from tagrec_models.recommenders.base import Recommender
 from tagrec_models.recommenders.registry import get_recommender
@@ -54,8 +57,10 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
         key=key(spec, f"model_{name}"),
         group_name=spec.name,
         ins={**split_ins(spec), **side_ins(spec, model_cls.needs)},
-        description=(f"{_roles(model_cls)}: {doc} Hyper-parameters chosen on validation; one fit per "
-                     f"seed. Code: `{model_cls.__module__}.{model_cls.__name__}`."),
+        description=(f"{_roles(model_cls)}: {doc} Tuned on validation (Optuna, the profile's trial "
+                     f"budget, search space `{model_cls.__name__}.search_space`), then one fit per seed "
+                     f"on train + validation (launchpad `final_fit`). "
+                     f"Code: `{model_cls.__module__}.{model_cls.__name__}`."),
         kinds={"pytorch" if model_cls.accelerated else "numpy"},
         # One accelerator: torch training steps queue on the `gpu` pool (dagster.yaml).
         pool="gpu" if model_cls.accelerated else None,
@@ -67,8 +72,9 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
         try:
             trained = train_model(
                 name, spec.name, data, data_home.home.dataset_dir(spec.name) / "models",
-                seeds=config.seeds, grid=config.grid, overrides=config_values(model_cls, config.params),
-                metric=config.metric, log=progress(context),
+                seeds=config.seeds, n_trials=config.n_trials, retune_trials=config.retune_trials,
+                final_fit=config.final_fit, tuning_seed=config.tuning_seed,
+                overrides=config_values(model_cls, config.params), metric=config.metric, log=progress(context),
             )
         except (KeyError, ValueError) as error:
             raise dg.Failure(f"{spec.name}/{name}: {error}") from error
@@ -76,13 +82,64 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
             "seeds": dg.MetadataValue.json(list(trained.model_paths)),
             "config": dg.MetadataValue.json({k: v for k, v in trained.config.items() if isinstance(v, (int, float, str, bool, type(None)))}),
             "train_seconds_mean": round(sum(trained.train_seconds.values()) / len(trained.train_seconds), 3),
-            "grid": config.grid,
+            "final_fit": trained.final_fit,
+            "n_trials": config.n_trials,
+            "operating_points": dg.MetadataValue.json(jsonable(trained.operating_points)),
+            "validation_scores": dg.MetadataValue.json(jsonable(trained.validation_scores)),
         }
         if trained.validation:
-            metadata["validation_grid"] = md_table(pd.DataFrame(trained.validation))
+            trials = pd.DataFrame(trained.validation)
+            metadata["tuning_trials"] = md_table(trials.drop(columns=["fit_seconds"]))
+            png = reporting.tuning_history_plot(trials, f"{name} tuning on validation ({spec.name})")
+            metadata.update(plot_metadata("tuning_history", png, data_home.home.dataset_dir(spec.name)
+                                          / "models" / f"{name}.tuning.png", "optimisation history"))
         return dg.Output(trained, metadata=metadata)
 
     return model
+
+
+def protocol_metadata(trained_models: Sequence[TrainedModel]) -> dict[str, Any]:
+    """The final protocol of the fits a results asset compares, and what its setting columns mean."""
+    protocols = sorted({getattr(t, "final_fit", "train") for t in trained_models})
+    return {
+        "final_fit": ", ".join(protocols),
+        "protocol": dg.MetadataValue.md(
+            "Every model tuned on validation with the same trial budget (`results.tuning`), then "
+            f"fitted once per seed on **{' / '.join(protocols)}**. Per-image columns come from the "
+            "setting in `per_image_setting`, per-label columns (label P / R / F1, N+) from the one in "
+            "`per_label_setting` (scoring-only fields re-tuned on validation per-label F1; the "
+            "same fit)."),
+    }
+
+
+def tuning_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
+    """``results.tuning``: every trial of every model of the dataset (``studies.tuning``)."""
+
+    @dg.asset(
+        key=key(spec, "tuning"),
+        group_name=spec.name,
+        ins={f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods},
+        description=(
+            "What was tuned: one row per (method, metric family, trial) of the tuning engine on "
+            "validation (Optuna TPE, seeded; the same trial budget for every model of the profile): "
+            "the params as JSON, the metric (per-image `f1@5` or per-label `label_f1@5`), its "
+            "validation value, and `chosen` (exactly one per method and family). Stage `fit` trials "
+            "fit on train; stage `operating_point` trials re-score the chosen fit's scoring-only "
+            "fields. Never a test number."
+        ),
+        metadata={"results_table": "tuning"},
+        kinds={"duckdb", "pandas"},
+    )
+    def tuning(context: dg.AssetExecutionContext, **inputs):
+        # The IO manager adds the dataset column when it writes results.tuning.
+        frame = tuning_rows([inputs[f"model_{m}"] for m in methods]).drop(columns="dataset")
+        chosen = frame[frame["chosen"]]
+        return dg.Output(frame, metadata={
+            "chosen": md_table(chosen[["method", "family", "stage", "trial", "params", "metric", "value"]]),
+            "n_trials": len(frame),
+        })
+
+    return tuning
 
 
 TableFn = Callable[[pd.DataFrame, Sequence[str]], pd.DataFrame]
@@ -114,8 +171,11 @@ def results_asset(
         out_dir.mkdir(parents=True, exist_ok=True)
         runs.to_parquet(out_dir / f"{table_name}_runs.parquet", index=False)
         data_home.store.replace_result_rows(f"{table_name}_runs", spec.name, runs)
+        trained_models = [inputs[f"model_{m}"] for m in methods]
+        table = reporting.with_operating_points(table, trained_models)
         shown, same_as_all = reporting.distinct_scenarios(table)
-        metadata: dict[str, Any] = {"table": md_table(shown), "n_test_posts": bundle.test.n_posts}
+        metadata: dict[str, Any] = {"table": md_table(shown), "n_test_posts": bundle.test.n_posts,
+                                    **protocol_metadata(trained_models)}
         if same_as_all:
             metadata["scenarios"] = (f"{', '.join(same_as_all)} equals 'all' here (every test image is "
                                      "new: each photo is one post), so only 'all' is shown; DuckDB holds both")

@@ -10,7 +10,7 @@ from functools import partial
 import dagster as dg
 
 from assets.datasets import DatasetSpec
-from assets.models import ccs_asset, model_asset, results_asset
+from assets.models import ccs_asset, model_asset, results_asset, tuning_asset
 from assets.paper2_sweeps import paper2_sweep_assets
 from tagrec_models import reporting
 from tagrec_models.papers import DatasetShape, dataset_models, paper_methods
@@ -35,6 +35,7 @@ def ccs_methods(spec: DatasetSpec) -> tuple[str, ...]:
 def paper_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     papers = paper_methods(shape_of(spec))
     out = [model_asset(spec, name) for name in dataset_methods(spec)]
+    out.append(tuning_asset(spec, dataset_methods(spec)))
     if "paper1" in papers:
         out.append(results_asset(
             spec, "paper1_results", papers["paper1"], reporting.paper1_table, ("f1", "F1@K"),

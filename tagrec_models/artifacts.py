@@ -55,8 +55,13 @@ class ArrayFile:
 class TrainedModel:
     """A recommender fitted once per seed with the configuration chosen on validation.
 
-    ``model_paths[seed]`` is the saved model; ``validation`` is the grid-search table
-    (one row per configuration, the chosen one first); ``train_seconds[seed]`` the fit time.
+    ``model_paths[seed]`` is the saved model; ``train_seconds[seed]`` the fit time;
+    ``validation`` the tuning trials (``studies.tuning``: one row per metric family and trial,
+    ``chosen`` marks the one setting per family); ``final_fit`` the data the saved fits saw
+    (``"train+val"`` or ``"train"``); ``operating_points[family]`` the scoring-field values a
+    saved fit is re-scored with for that metric family (``"per_image"``, ``"per_label"``; empty:
+    as saved); ``validation_scores[family]`` the chosen setting's validation score, from a fit on
+    train only (what ``val_f1@5`` means even when the final fit saw validation).
     """
 
     name: str
@@ -66,4 +71,7 @@ class TrainedModel:
     train_seconds: dict[int, float]
     validation: list[dict[str, Any]] = field(default_factory=list)
     features: tuple[str, ...] = ()
+    final_fit: str = "train"
+    operating_points: dict[str, dict[str, Any]] = field(default_factory=dict)
+    validation_scores: dict[str, float] = field(default_factory=dict)
 

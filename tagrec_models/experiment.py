@@ -1,10 +1,16 @@
 """Training and evaluating a registered recommender the way every paper table needs it.
 
-``train_model``: choose hyper-parameters on VALIDATION (``selection.grid_search``; the grid is
-the model's ``search_space`` for full runs, or none for quick ones, where the paper defaults
-stand), then fit once per seed and save each fit. ``evaluate_model``: load each seed's fit and
-score the test posts in both of paper 1's scenarios (all posts, new images), one row per
-(seed, scenario, k). Test posts are never seen by ``train_model``.
+``train_model``: choose hyper-parameters on VALIDATION with the one tuning engine
+(``studies.tuning.tune``: Optuna over the model's ``search_space``, the same trial budget for
+every model of a profile, an operating point per metric family), then fit the chosen
+configuration once per seed and save each fit. The final protocol (``final_fit``) is
+``"train+val"`` by default: the fit sees the training and the validation posts (epoch-based
+models train for the best epoch count found on validation, with no early stopping), so that
+label-transfer models get every labelled reference the split allows; ``"train"`` keeps the
+train-only fit (validation only for early stopping). ``evaluate_model``: load each seed's fit
+and score the test posts in both of paper 1's scenarios (all posts, new images), one row per
+(seed, scenario, k); the per-label columns are scored at the per-label operating point. Test
+posts are never seen by ``train_model``: it does not receive them.
 """
 
 from __future__ import annotations
@@ -16,14 +22,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from tagrec_models.artifacts import ArrayFile, TrainedModel
 from tagrec_models.bundle import SplitBundle, align_rows
-from tagrec_models.data import SideInfo, TrainingData, group_matrix
+from tagrec_models.data import Posts, SideInfo, TrainingData, group_matrix
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
 from tagrec_models.evaluation.scenarios import SCENARIOS, scenario_mask
-from tagrec_models.studies.selection import grid_search
-from tagrec_models.recommenders.base import Recommender
+from tagrec_models.studies.tuning import PER_IMAGE, PER_LABEL, TRIAL_COLUMNS, tune
+from tagrec_models.recommenders.base import RecommenderConfig
 from tagrec_models.recommenders.registry import get_recommender, load_model
 
 Log = Callable[[str], None]
@@ -67,13 +74,33 @@ def side_info_from(bundle: SplitBundle, provided: Mapping[str, Any]) -> SideInfo
     return side_info(bundle, features, provided.get("patches"), provided.get("groups"))
 
 
-def model_grid(model_cls: type[Recommender], grid: str) -> dict[str, list]:
-    """``paper``: the model's own search ranges (``Recommender.search_space``); ``quick``: none."""
-    if grid == "quick":
-        return {}
-    if grid == "paper":
-        return dict(model_cls.search_space)
-    raise ValueError(f"grid must be 'quick' or 'paper', got {grid!r}")
+FINAL_FITS = ("train+val", "train")
+"""The final protocols: refit the chosen configuration on train + validation (default,
+DESIGN.md "Evaluation protocol"), or keep the train-only fit."""
+
+
+def train_and_validation(data: TrainingData) -> TrainingData:
+    """The training and the validation posts as one training part, with no validation part
+    (the refit of the ``"train+val"`` protocol; epoch counts come from tuning instead)."""
+    if data.val is None or data.val.n_posts == 0:
+        return data
+    train, val = data.train, data.val
+    merged = Posts(
+        user=np.concatenate([train.user, val.user]),
+        image=np.concatenate([train.image, val.image]),
+        tags=sparse.vstack([train.tags, val.tags], format="csr"),
+        n_users=train.n_users,
+        n_images=train.n_images,
+    )
+    return TrainingData(train=merged, side=data.side, val=None)
+
+
+def final_config(config: RecommenderConfig, best_epoch: int | None, final_fit: str) -> RecommenderConfig:
+    """The configuration of the final fit: on train + validation an epoch-based model trains
+    for the chosen trial's best epoch count, fixed (no validation left to stop on)."""
+    if final_fit == "train+val" and best_epoch is not None and hasattr(config, "max_epochs"):
+        return dataclasses.replace(config, max_epochs=int(best_epoch), patience=0)
+    return config
 
 
 def train_model(
@@ -82,14 +109,23 @@ def train_model(
     data: TrainingData,
     out_dir: str | Path,
     seeds: Sequence[int] = (0, 1, 2),
-    grid: str = "quick",
+    n_trials: int = 1,
+    retune_trials: int = 0,
+    final_fit: str = "train+val",
+    tuning_seed: int = 0,
     overrides: Mapping[str, Any] | None = None,
     metric: str = "f1@5",
     log: Log | None = None,
 ) -> TrainedModel:
+    """Tune ``name`` on ``data.val`` (``n_trials`` fits, ``retune_trials`` re-scorings per
+    metric family, Optuna's TPE seeded with ``tuning_seed``), then fit the chosen configuration
+    once per seed under ``final_fit`` and save the fits under ``out_dir``. ``overrides`` set
+    config fields the search starts from (and keeps, where the search space does not name them)."""
     say = log or (lambda message: None)
     if not seeds:
         raise ValueError("train_model needs at least one seed")
+    if final_fit not in FINAL_FITS:
+        raise ValueError(f"final_fit must be one of {FINAL_FITS}, got {final_fit!r}")
     model_cls = get_recommender(name)
     fields = {f.name for f in dataclasses.fields(model_cls.Config)}
     unknown = sorted(set(overrides or {}) - fields)
@@ -97,19 +133,30 @@ def train_model(
         raise ValueError(f"{name}: unknown config field(s) {unknown}; fields: {sorted(fields)}")
     config = model_cls.Config(**{**dataclasses.asdict(model_cls.Config()), **(overrides or {}),
                                  "seed": int(seeds[0])})
-    search = model_grid(model_cls, grid)
-    validation: list[dict[str, Any]] = []
-    if search and data.val is not None and data.val.n_posts:
-        say(f"{name}: grid search on validation over {search}")
-        config, table = grid_search(model_cls, config, search, data, metric=metric, log=say)
-        validation = table.sort_values("best", ascending=False).to_dict("records")
+    trials: list[dict[str, Any]] = []
+    operating_points: dict[str, dict[str, Any]] = {}
+    validation_scores: dict[str, float] = {}
+    fit_data = data
+    if data.val is not None and data.val.n_posts:
+        say(f"{name}: tuning on validation, {n_trials} trial(s) over {dict(model_cls.search_space)}")
+        result = tune(model_cls, config, data, n_trials=n_trials, retune_trials=retune_trials,
+                      seed=tuning_seed, metric=metric, log=say)
+        config = final_config(result.config, result.best_epoch, final_fit)
+        trials = result.trials.to_dict("records")
+        operating_points = result.operating_points
+        validation_scores = result.validation
+        if final_fit == "train+val":
+            fit_data = train_and_validation(data)
+    else:
+        say(f"{name}: no validation posts, so no tuning: the defaults, fitted on train")
+        final_fit = "train"
     out_dir = Path(out_dir)
     paths: dict[int, str] = {}
     seconds: dict[int, float] = {}
     for seed in seeds:
-        say(f"{name}: fitting seed {seed}")
+        say(f"{name}: fitting seed {seed} on {final_fit}")
         started = time.perf_counter()
-        model = model_cls(dataclasses.replace(config, seed=int(seed))).fit(data)
+        model = model_cls(dataclasses.replace(config, seed=int(seed))).fit(fit_data)
         seconds[int(seed)] = time.perf_counter() - started
         paths[int(seed)] = str(model.save(out_dir / f"{name}.seed{seed}.model"))
     return TrainedModel(
@@ -118,9 +165,29 @@ def train_model(
         config=dataclasses.asdict(config),
         model_paths=paths,
         train_seconds=seconds,
-        validation=validation,
+        validation=trials,
         features=tuple(model_cls.needs),
+        final_fit=final_fit,
+        operating_points=operating_points,
+        validation_scores=validation_scores,
     )
+
+
+def tuning_rows(trained_models: Sequence[TrainedModel]) -> pd.DataFrame:
+    """The ``results.tuning`` rows of fitted models: dataset, method, family, stage, trial,
+    params (JSON text), metric, value (validation), state, chosen, fit_seconds, best_epoch,
+    final_fit."""
+    frames = []
+    for trained in trained_models:
+        frame = pd.DataFrame(trained.validation, columns=TRIAL_COLUMNS)
+        frame.insert(0, "method", trained.name)
+        frame.insert(0, "dataset", trained.dataset)
+        frame["final_fit"] = getattr(trained, "final_fit", "train")
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["dataset", "method", *TRIAL_COLUMNS])
+    out["best_epoch"] = pd.to_numeric(out["best_epoch"], errors="coerce").astype("Int64")
+    out["chosen"] = out["chosen"].astype(bool)
+    return out
 
 
 def evaluate_model(
@@ -159,20 +226,26 @@ def evaluate_parts(
         if posts_of[part].n_posts == 0:
             raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
     frames: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
+    points = getattr(trained, "operating_points", {})  # a handle pickled before issue 16 has none
+    per_label_point = points.get(PER_LABEL) or {}
+    per_image_point = points.get(PER_IMAGE) or {}
     for seed, path in sorted(trained.model_paths.items()):
         model = load_model(path)
+        # Each metric family at its own operating point (scoring-only fields, no refit).
+        label_model = model.retune(**per_label_point) if per_label_point != per_image_point else model
         for part, scenarios in parts.items():
             posts = posts_of[part]
             started = time.perf_counter()
             scores = model.score(posts, side)
             score_seconds = time.perf_counter() - started
+            label_scores = scores if label_model is model else label_model.score(posts, side)
             for scenario in scenarios:
                 rows = np.flatnonzero(scenario_mask(posts, bundle.train, scenario))
                 truth = posts.tags[rows]
                 if truth.getnnz() == 0:
                     continue  # e.g. no test image is new: no number rather than an invented one
                 frame = metrics_at_k(scores[rows], truth, k_max=k_max).to_frame()
-                labels = per_label_metrics(scores[rows], truth, k=label_k)
+                labels = per_label_metrics(label_scores[rows], truth, k=label_k)
                 frame.insert(0, "scenario", scenario)
                 frame.insert(0, "seed", seed)
                 frame["label_precision"] = labels.precision

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from typing import Sequence
 
 import matplotlib
@@ -17,6 +18,8 @@ matplotlib.use("Agg")  # no display on servers; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from tagrec_models.artifacts import TrainedModel  # noqa: E402
 
 MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
             "label_precision", "label_recall", "label_f1", "n_plus", "ccs")
@@ -189,3 +192,43 @@ def _png(fig) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """A Markdown image with the PNG inline, which the Dagster UI renders in asset metadata."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+def _setting(points: dict, family: str) -> str:
+    point = points.get(family) or {}
+    return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in point.items()}, sort_keys=True) \
+        if point else "as tuned"
+
+
+def with_operating_points(table: pd.DataFrame, trained_models: Sequence[TrainedModel]) -> pd.DataFrame:
+    """``table`` (one or more rows per ``method``) with the setting that produced its per-image
+    columns (``per_image_setting``) and its per-label columns (``per_label_setting``): the
+    scoring-only values of each metric family's operating point (``studies.tuning``), or
+    "as tuned" for a model without scoring fields (one configuration for both)."""
+    by_name = {t.name: t for t in trained_models}
+    out = table.copy()
+    for family in ("per_image", "per_label"):
+        out[f"{family}_setting"] = [
+            _setting(getattr(by_name[m], "operating_points", {}), family)
+            if m in by_name else "" for m in out["method"]]
+    out["final_fit"] = [getattr(by_name[m], "final_fit", "train") if m in by_name else "" for m in out["method"]]
+    return out
+
+
+def tuning_history_plot(trials: pd.DataFrame, title: str) -> bytes:
+    """Optimisation history of one model's tuning: each fit trial's validation value per metric
+    family and the running best of the per-image objective."""
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fits = trials[trials["stage"] == "fit"]
+    for family, marker in (("per_image", "o"), ("per_label", "s")):
+        rows = fits[fits["family"] == family]
+        if rows.empty:
+            continue
+        ax.plot(rows["trial"], rows["value"], marker, label=f"{family} ({rows['metric'].iloc[0]})", alpha=0.7)
+        if family == "per_image":
+            ax.plot(rows["trial"], rows["value"].cummax(), "-", label="best per-image so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation value")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    return _png(fig)

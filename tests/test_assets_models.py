@@ -1,6 +1,7 @@
 """Guards the whole openclipart asset graph on the real 49-photo sample: features, every
-model asset of the three papers (tiny settings, one seed) and the three results tables, which
-land in DuckDB with lineage to every model and describe every column in the UI."""
+model asset of the three papers (tiny settings, two tuning trials, two seeds), the three results
+tables and results.tuning, which land in DuckDB with lineage to every model and describe every
+column in the UI."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ def run_config(sample: Path) -> dict:
         "openclipart__vlad": {"config": {"n_words": 4}},
     }
     for method in dataset_methods(OPENCLIPART):
-        # Launchpad config takes lists where a Config field is a tuple (dcca hidden_s, hidden_v).
-        small = {k: list(v) if isinstance(v, tuple) else v for k, v in get_recommender(method).contract_overrides.items()}
-        ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "params": small}}
+        small = {k: list(v) if isinstance(v, tuple) else v  # the launchpad takes lists
+                 for k, v in get_recommender(method).contract_overrides.items()}
+        ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "params": small,
+                                                          "n_trials": 2, "retune_trials": 2}}
     return {"ops": ops}
 
 
@@ -66,8 +68,13 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
             "SELECT method, groups_spell_test_tags, test_near_duplicates, \"f1@5_tags_not_in_groups\", "
             "n_test_posts_tags_not_in_groups FROM results.leaderboard WHERE dataset = 'openclipart'"
         ).df().set_index("method")
+        tuning = con.execute("SELECT * FROM results.tuning WHERE dataset = 'openclipart'").df()
     every_method = set(dataset_methods(OPENCLIPART))
     assert set(leaderboard["method"]) == every_method
+    # What was tuned is visible: trials for every method, one chosen per (method, family).
+    assert set(tuning["method"]) == every_method
+    chosen = tuning[tuning["chosen"]].groupby(["method", "family"]).size()
+    assert (chosen == 1).all() and len(chosen) == 2 * len(every_method)
     assert list(leaderboard["rank"]) == list(range(1, len(every_method) + 1))
     assert leaderboard["f1@5"].is_monotonic_decreasing
     assert leaderboard["chosen_on_validation"].sum() == 1

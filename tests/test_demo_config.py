@@ -1,13 +1,17 @@
-"""The demo's run config: quick epoch caps on every model, and a recipe preset when asked."""
+"""The demo's run config: the same tuning budget for every model, quick epoch caps, and a recipe
+preset when asked."""
 
 from pipelines.definitions import defs
-from pipelines.demo import QUICK_EPOCH_CAPS, run_config
+from pipelines.demo import FULL_TRIALS, QUICK_EPOCH_CAPS, QUICK_RETUNES, QUICK_TRIALS, run_config
 
 
 def test_quick_profile_caps_epochs_and_keeps_three_seeds():
     ops = run_config(defs.resolve_job_def("openclipart_all"), "quick")["ops"]
     cnn_permlp = ops["openclipart__model_cnn_permlp"]["config"]
     assert cnn_permlp["seeds"] == [0, 1, 2]
+    # The same trial budget for every model of the profile.
+    budgets = {(o["config"]["n_trials"], o["config"]["retune_trials"]) for n, o in ops.items() if "__model_" in n}
+    assert budgets == {(QUICK_TRIALS, QUICK_RETUNES)}
     assert cnn_permlp["params"]["max_epochs"] == QUICK_EPOCH_CAPS["max_epochs"]
     assert "openclipart__preprocess" not in ops  # the dataset's own recipe
 
@@ -16,4 +20,4 @@ def test_recipe_preset_reaches_preprocessing_and_splits():
     ops = run_config(defs.resolve_job_def("openclipart_all"), "full", recipe="nuswide")["ops"]
     assert ops["openclipart__preprocess"] == {"config": {"profile": "nuswide"}}
     assert ops["openclipart__splits"] == {"config": {"profile": "nuswide"}}
-    assert ops["openclipart__model_pitf"]["config"]["grid"] == "paper"
+    assert ops["openclipart__model_pitf"]["config"]["n_trials"] == FULL_TRIALS

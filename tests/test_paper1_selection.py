@@ -1,5 +1,5 @@
 """Guards model selection and evaluation (paper 1, section 4): the all / new-images test
-scenarios, grid search on validation only, and multi-seed summaries, against values worked out
+scenarios, tuning on validation only, and multi-seed summaries, against values worked out
 by hand with MP-u on a tiny fixture."""
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from tagrec_models.evaluation.scenarios import metric_value, new_image_mask, par
 from tagrec_models.studies.selection import (
     evaluate,
     evaluate_scenarios,
-    expand_grid,
-    grid_search,
     multi_seed,
     run_seeds,
 )
 from tagrec_models.recommenders import get_recommender
+from tagrec_models.studies.tuning import tune
 
 N_USERS, N_TAGS, N_IMAGES = 3, 4, 12
 
@@ -99,41 +98,30 @@ def test_metric_names():
             parse_metric(bad)
 
 
-def test_grid_search_picks_the_best_point_on_validation(data):
+def test_tuning_picks_the_best_point_on_validation(data):
     # Validation: (u2, {1}) and (u0, {0}).
     # tie-break on:  u2 ranks 3, 1 -> hit at 2; u0 ranks 0 -> hit at 1
     #   P@2 = (.5 + .5)/2 = .5, R@2 = (1 + 1)/2 = 1 -> F1@2 = 2/3
     # tie-break off: u2 ranks 3, 0 -> no hit in 2; u0 as before
     #   P@2 = (0 + .5)/2 = .25, R@2 = (0 + 1)/2 = .5 -> F1@2 = 1/3
-    best, table = grid_search(
-        MP_U, MP_U.Config(), {"tie_break_with_mp": [False, True]}, data, metric="f1@2"
-    )
-    assert best == MP_U.Config(tie_break_with_mp=True)
-    assert table["tie_break_with_mp"].tolist() == [False, True]
-    np.testing.assert_allclose(table["f1@2"], [1 / 3, 2 / 3])
-    assert table["best"].tolist() == [False, True]
-    assert {"fit_seconds", "epochs"} <= set(table.columns)
+    result = tune(MP_U, MP_U.Config(tie_break_with_mp=False), data, n_trials=4, metric="f1@2")
+    assert result.config == MP_U.Config(tie_break_with_mp=True)
+    fits = result.trials[(result.trials["family"] == "per_image") & (result.trials["stage"] == "fit")]
+    values = {row.params: row.value for row in fits.itertuples()}
+    np.testing.assert_allclose([values['{"tie_break_with_mp": false}'], values['{"tie_break_with_mp": true}']],
+                               [1 / 3, 2 / 3])
+    assert fits["trial"].iloc[0] == 0 and fits["params"].iloc[0] == '{"tie_break_with_mp": false}'  # the defaults first
+    assert fits["chosen"].sum() == 1
 
 
-def test_grid_search_never_runs_without_validation_and_checks_its_grid(data):
+def test_tuning_never_runs_without_validation_and_checks_its_space(data):
     no_val = TrainingData(train=data.train)
     with pytest.raises(ValueError, match="validation"):
-        grid_search(MP_U, MP_U.Config(), {"tie_break_with_mp": [True]}, no_val)
+        tune(MP_U, MP_U.Config(), no_val, n_trials=1)
     with pytest.raises(ValueError, match="learning_rate"):
-        grid_search(MP_U, MP_U.Config(), {"learning_rate": [0.1]}, data)
+        tune(MP_U, MP_U.Config(), data, n_trials=1, space={"learning_rate": [0.1]})
     with pytest.raises(ValueError, match="no value"):
-        grid_search(MP_U, MP_U.Config(), {"tie_break_with_mp": []}, data)
-    with pytest.raises(TypeError, match="expects"):
-        grid_search(MP_U, get_recommender("pitf").Config(), {}, data)
-
-
-def test_expand_grid_covers_the_paper_grid_in_order():
-    model_cls = get_recommender("cnn_permlp")
-    configs = expand_grid(model_cls.Config(), model_cls.search_space)
-    assert len(configs) == 27  # 3 conv rates x 3 FC rates x 3 L2 values (paper 1, section 4.2)
-    assert (configs[0].lr_conv, configs[0].lr_fc, configs[0].l2) == (1e-3, 1e-2, 0.0)
-    assert (configs[1].lr_conv, configs[1].lr_fc, configs[1].l2) == (1e-3, 1e-2, 1e-4)
-    assert len({(c.lr_conv, c.lr_fc, c.l2) for c in configs}) == 27
+        tune(MP_U, MP_U.Config(), data, n_trials=1, space={"tie_break_with_mp": []})
 
 
 def test_multi_seed_of_a_deterministic_model_has_zero_spread(data):

@@ -64,6 +64,9 @@ class Recommender(ABC):
     * ``accelerated``: whether ``fit`` trains with torch and so queues on the ``gpu`` pool.
     * ``search_space``: config field -> the values a validation search tries (the paper's
       ranges where it gives them).
+    * ``search_probes``: points the tuning engine tries right after the defaults (each a few
+      ``search_space`` values changed from the defaults), so a hypothesis the model's docstring
+      names is tested within the budget on every run (PITF/FM: the defaults without image factors).
     * ``contract_overrides``: config fields that make the model small and fast enough for the
       shared contract test.
     * ``scoring_fields``: config fields that change scoring only, so a fitted model can be
@@ -82,6 +85,7 @@ class Recommender(ABC):
     personalised: ClassVar[bool] = False
     accelerated: ClassVar[bool] = False
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
+    search_probes: ClassVar[Sequence[Mapping[str, Any]]] = ()
     contract_overrides: ClassVar[Mapping[str, Any]] = {}
     scoring_fields: ClassVar[frozenset[str]] = frozenset()
     log: Log | None = None

@@ -12,6 +12,9 @@ threshold function is not needed for a ranking.
 Input features are standardised on the training images (config ``standardise``; Mulan expects
 inputs in a comparable range). Training items are posts (a (user, image) pair with its tags);
 the user is ignored, so a cold-start user is no different from any other.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Around Mulan's
+defaults (learning rate 0.05, hidden 20% of the input, weight decay 1e-5).
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class BpMllConfig(NeuralConfig):
 
 class _BpMll(PostRecommender):
     Config = BpMllConfig
+    # Around Mulan's defaults (learning rate 0.05, hidden 20% of the input, weight decay 1e-5).
+    search_space = {"learning_rate": [0.005, 0.01, 0.05, 0.1], "hidden_ratio": [0.1, 0.2, 0.4],
+                    "weight_decay": [0.0, 1e-5, 1e-4]}
     personalised = False
     contract_overrides = {"max_epochs": 3, "patience": 0, "torch_threads": 1}
 

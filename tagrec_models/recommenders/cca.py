@@ -8,6 +8,10 @@ common space and compared by cosine with the projected training annotations (``m
 tags of the ``k`` nearest are transferred with softmax weights (see
 ``recommenders.common_space`` for the exact procedure). Not personalised: a cold-start user (-1)
 gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import numpy as np
 from scipy import sparse
 
 from tagrec_models.crossmodal.cca import CCAConfig, LinearCCA
-from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields, TRANSFER_SPACE
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.recommenders.registry import register
 
@@ -41,6 +45,9 @@ class CCARecommender(CommonSpaceRecommender):
     name = "cca"
     papers = {"paper3": "baseline"}
     Config = CCARecommenderConfig
+    # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
+    # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
+    search_space = {**{"reg_v": [1e-4, 1e-3, 1e-2, 1e-1], "reg_s": [1e-4, 1e-3, 1e-2, 1e-1]}, **TRANSFER_SPACE}
     contract_overrides = {"ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5}
 
     def _fit_views(self, visual, tags, val, log: Callable[[str], None]) -> None:

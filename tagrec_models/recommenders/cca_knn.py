@@ -11,6 +11,10 @@ correlation to the power ``corr_power`` (4, after Gong et al. 2014, whom Murthy 
 its ``k`` nearest *training images* in that space (cosine; ``match="visual"``) are found, and
 their tags are transferred with softmax weights (``recommenders.common_space``). Not personalised:
 a cold-start user (-1) gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from scipy import sparse
 from sklearn.decomposition import PCA
 
 from tagrec_models.crossmodal.cca import CCAConfig, LinearCCA
-from tagrec_models.recommenders.common_space import CommonSpaceConfig, CommonSpaceRecommender, Match
+from tagrec_models.recommenders.common_space import CommonSpaceConfig, CommonSpaceRecommender, Match, TRANSFER_SPACE
 from tagrec_models.crossmodal.dmfr import annotations_of
 from tagrec_models.crossmodal.skipgram import SkipGram, SkipGramConfig
 from tagrec_models.recommenders.registry import register
@@ -69,6 +73,9 @@ class CCAKNNRecommender(CommonSpaceRecommender):
     # retrieval on a different (PCA + mean word vector) pair of views.
     in_ccs_table = False
     Config = CCAKNNConfig
+    # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
+    # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
+    search_space = {**{"reg_v": [1e-4, 1e-3, 1e-2, 1e-1], "reg_s": [1e-4, 1e-3, 1e-2, 1e-1], "pca_dim": [128, 256, 512]}, **TRANSFER_SPACE}
     contract_overrides = {"pca_dim": 16, "sg_dim": 8, "sg_epochs": 2, "k": 5}
 
     def _fit_views(self, visual, tags, val, log: Callable[[str], None]) -> None:

@@ -132,6 +132,19 @@ class DMFRFields(CommonSpaceConfig):
         )
 
 
+# The label transfer's scoring-only knobs (steps 2-5 of the module docstring), searched for
+# every common-space model: which side is matched, how many neighbours, how sharp their
+# softmax, the correlation scaling (0 as paper 3; 4 as Gong et al. 2014) and the
+# label-frequency normalisation that trades frequent against rare tags.
+TRANSFER_SPACE = {
+    "match": ["semantic", "visual", "both"],
+    "k": [10, 25, 50, 100],
+    "temperature": [0.01, 0.02, 0.05, 0.1],
+    "corr_power": [0.0, 2.0, 4.0],
+    "rare_power": [0.0, 0.25, 0.5, 0.75, 1.0],
+}
+
+
 class CommonSpaceRecommender(Retunable, Recommender):
     """Base of the CCA-family recommenders: subclasses learn the two projections."""
 

@@ -9,6 +9,10 @@ code goes through the visual network and P into the common space, is compared by
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
 with softmax weights (``recommenders.common_space``). Not personalised: a cold-start user (-1) gets
 the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from typing import Any, Callable, Literal
 import numpy as np
 from scipy import sparse
 
-from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields, TRANSFER_SPACE
 from tagrec_models.crossmodal.dcca import DCCAConfig, DeepCCA
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.recommenders.registry import register
@@ -79,6 +83,9 @@ class DCCARecommender(CommonSpaceRecommender):
     name = "dcca"
     papers = {"paper3": "proposed"}
     Config = DCCARecommenderConfig
+    # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
+    # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
+    search_space = {**{"dcca_weight_decay": [1e-3, 1e-2, 1e-1], "out_dim": [30, 50, 100], "dcca_lr": [1e-4, 1e-3]}, **TRANSFER_SPACE}
     contract_overrides = {
         "ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5,
         "hidden_v": (16,), "hidden_s": (16,), "out_dim": 4, "dcca_epochs": 3, "dcca_batch_size": 28,

@@ -17,6 +17,12 @@ Unseen indicators: a cold-start user (index -1) or an image never seen in traini
 learned bias or factor. It is treated as a missing indicator (``x_j = 0``), the usual FM
 reading of an unknown categorical value, which is exactly a zero bias and zero factor: the
 user's or the image's side alone then ranks the tags (for a new image: the user's preferences).
+
+Tuning (``search_space`` = ``nn.triples.FACTORISATION_SPACE``, searched on validation by
+``studies.tuning``): factor size 16..128, learning rate 0.01..0.1 and L2 0..5e-3 around
+Rendle & Schmidt-Thieme 2010's (64, 0.05, 5e-5), the epoch count by early stopping, and
+``image_factors`` on / off: every openclipart test image is new, so the switch tests whether
+the per-image factors soak up what the user x tag factors should learn (issue 16).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from torch import nn
 
 from tagrec_models.recommenders.nn.triples import (
     FactorisationConfig,
+    FACTORISATION_SPACE,
     FactorisationRecommender,
     lookup,
 )
@@ -120,6 +127,9 @@ class FactorisationMachine(FactorisationRecommender):
     papers = {"paper1": "baseline"}
     Config = FmConfig
     personalised = True
+    search_space = FACTORISATION_SPACE
+    # Trial 1 is the defaults without image factors: the new-image hypothesis, on every run.
+    search_probes = ({"image_factors": False},)
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _network(self, n_users: int, n_images: int, n_tags: int) -> nn.Module:

@@ -25,6 +25,10 @@ ties in the product go to local frequency, then training frequency, then the low
 Scores encode the full ranking (n_tags for the first tag, n_tags - 1 for the second, ...):
 I_1's tags by frequency, then the other neighbours' tags by the step-2 order, then every other
 tag by training frequency. Not personalised: a cold-start user (-1) gets the same scores.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Makadia et al.
+transfer from 5 neighbours; the distance set is the one choice JEC makes (its own L1 + KL, or
+the cosine that suits a CNN embedding).
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class JEC(Recommender):
     name = "jec"
     papers = {"paper3": "baseline"}
     Config = JECConfig
+    # Makadia et al. transfer from 5 neighbours; the distance set is the one choice JEC makes
+    # (its own L1 + KL, or the cosine that suits a CNN embedding).
+    search_space = {"k": [3, 5, 8, 12, 20],
+                    "distances": [("l1", "kl", "cosine"), ("cosine",), ("cosine", "kl"), ("l1", "kl")]}
     needs = ("cnn",)
     personalised = False
 

@@ -8,6 +8,10 @@ kernel features and canonical directions into the common space, compared by cosi
 projected training annotations (``match``), and the tags of the ``k`` nearest are transferred
 with softmax weights (``recommenders.common_space``). Not personalised: a cold-start user (-1) gets
 the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The fit's ridges /
+kernel / network settings (paper 3 leaves them open; ranges a careful reproduction tries) and
+the shared label-transfer knobs (``TRANSFER_SPACE``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import sparse
 
-from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields
+from tagrec_models.recommenders.common_space import CommonSpaceRecommender, DMFRFields, TRANSFER_SPACE
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
 from tagrec_models.crossmodal.kcca import KCCAConfig, KernelCCA
 from tagrec_models.recommenders.registry import register
@@ -45,6 +49,9 @@ class KCCARecommender(CommonSpaceRecommender):
     name = "kcca"
     papers = {"paper3": "baseline"}
     Config = KCCARecommenderConfig
+    # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
+    # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
+    search_space = {**{"kcca_reg": [0.01, 0.1, 1.0], "gamma_scale_v": [0.5, 1.0, 2.0], "gamma_scale_s": [0.5, 1.0, 2.0]}, **TRANSFER_SPACE}
     contract_overrides = {
         "ae_dim": 16, "ae_epochs": 3, "sg_dim": 8, "sg_epochs": 2, "n_words": 6, "k": 5,
         "n_components": 6, "n_landmarks": 20,

@@ -13,6 +13,9 @@ groups, no personalisation), and, following Li et al., at most one image per use
 vote. ``k`` is a config field: Li et al. use k = 1000 on millions of images; the default here
 is paper 2's neighbour count (15) so that the baseline sees as many neighbours as the walk.
 When fewer than k neighbours exist, the prior uses the number actually found.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Li et al. 2008 vote
+with k in the tens to hundreds; paper 2 uses 15 for its baselines.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class KnnVoting(NeighbourRecommender):
     name = "knn_voting"
     papers = {"paper2": "baseline"}
     Config = KnnVotingConfig
+    # Li et al. 2008 vote with k in the tens to hundreds; paper 2 uses 15 for its baselines.
+    search_space = {"k": [5, 10, 15, 25, 50, 100], "distinct_owners": [True, False],
+                    "subtract_prior": [True, False]}
     needs = ("vlad",)
     personalised = False
     contract_overrides = {"k": 5}

@@ -12,6 +12,9 @@ choices the papers leave open are config fields:
   the score is ``count_u(t)`` and ties go to the lower tag index.
 * a cold-start user (index -1) has no history: its posts get the MP ranking (global counts),
   the only information there is.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): The only choice MP-u
+has: how ties in a user's counts are broken.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class MostPopularByUser(Recommender):
     name = "mp_u"
     papers = {"paper1": "baseline", "paper2": "baseline"}
     Config = MostPopularByUserConfig
+    # The only choice MP-u has: how ties in a user's counts are broken.
+    search_space = {"tie_break_with_mp": [True, False]}
     personalised = True
     contract_overrides: dict = {}
 

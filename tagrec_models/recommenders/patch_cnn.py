@@ -17,12 +17,15 @@ sizes). Then:
 
 Both: SGD with momentum 0.9, one learning rate for the conv layers (paper grid 1e-3, 1e-4,
 1e-5) and one for the fully-connected layers (1e-2, 1e-4, 1e-5), L2 (0, 1e-4, 1e-5), chosen on
-validation (``search_space`` + ``studies.selection.grid_search``). Prediction averages the
+validation (``search_space``, tuned by ``studies.tuning``). Prediction averages the
 scores of the image's patches (paper 1, eq. 2). Patches are standardised per colour channel with the
 training images' statistics.
 
 Cold start: ``cnn`` ignores users; ``cnn_permlp`` gives a user never seen in training
 (index -1) ``kappa_u = 0``, so its scores come from the patch alone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 1, section 4.2:
+the learning rates of the conv and FC layers and L2, on validation.
 """
 
 from __future__ import annotations

@@ -21,6 +21,9 @@ Choices where the paper is silent, all config fields:
 
 Cold start: a user never seen in training (index -1) has ``kappa_u = 0``, so its scores come
 from the image features alone (the non-personal part of paper 1, eq. 6).
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 1, section 4.2:
+the FC learning rate and L2 on validation.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ the same evidence PSIR is said to use (visual content, image metadata, the user)
 
 ``alpha`` (``history_weight``) is a config field, to be chosen on validation; 0 gives plain
 group-aware weighted voting (no random walk), which also isolates what the walk adds.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 2, Figure 10's
+lambda range (0.1..0.9), neighbour counts around its 15, and the user's own history share alpha
+from off to dominant.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class PersonalKnn(NeighbourRecommender):
     name = "personal_knn"
     papers = {"paper2": "baseline"}
     Config = PersonalKnnConfig
+    # Paper 2, Figure 10's lambda range (0.1..0.9), neighbour counts around its 15, and the
+    # user's own history share alpha from off to dominant.
+    search_space = {"k": [5, 10, 15, 25, 50], "lam": [0.1, 0.2, 0.4, 0.6, 0.8],
+                    "history_weight": [0.0, 0.25, 0.5, 0.75], "weight_normalisation": ["sum", "max"]}
     needs = ("vlad", "groups")
     contract_overrides = {"k": 5}
 

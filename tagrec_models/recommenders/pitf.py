@@ -10,6 +10,12 @@ Cold start: a user never seen in training (index -1) has a zero user factor, so 
 comes from the image term alone; an image never seen in training (every test image on
 Flickr-style data) has a zero image factor, so PITF falls back to the user's preferences, the
 behaviour paper 1 describes for Figure 4.
+
+Tuning (``search_space`` = ``nn.triples.FACTORISATION_SPACE``, searched on validation by
+``studies.tuning``): factor size 16..128, learning rate 0.01..0.1 and L2 0..5e-3 around
+Rendle & Schmidt-Thieme 2010's (64, 0.05, 5e-5), the epoch count by early stopping, and
+``image_factors`` on / off: every openclipart test image is new, so the switch tests whether
+the per-image factors soak up what the user x tag factors should learn (issue 16).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from torch import nn
 
 from tagrec_models.recommenders.nn.triples import (
     FactorisationConfig,
+    FACTORISATION_SPACE,
     FactorisationRecommender,
     lookup,
 )
@@ -70,6 +77,9 @@ class Pitf(FactorisationRecommender):
     papers = {"paper1": "baseline"}
     Config = PitfConfig
     personalised = True
+    search_space = FACTORISATION_SPACE
+    # Trial 1 is the defaults without image factors: the new-image hypothesis, on every run.
+    search_probes = ({"image_factors": False},)
     contract_overrides = {"dim": 8, "max_epochs": 3, "patience": 0, "torch_threads": 1}
 
     def _network(self, n_users: int, n_images: int, n_tags: int) -> nn.Module:

@@ -28,6 +28,10 @@ distances come from ``crossmodal.distances``; every distance of ``distances`` is
 feature of ``features``. Default: ``cosine`` and ``kl`` on the CNN embedding, the best pair on
 Corel5k validation (``kl`` reads the non-negative embedding as a histogram, as JEC does for
 colour). Not personalised: a cold-start user (-1) gets the same scores as anyone.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Guillaumin et al. 2009
+compare rank- and distance-based weights with K up to 1000 and sigma-ML on or off; rare_power
+is the scoring-only label-frequency normalisation.
 """
 
 from __future__ import annotations
@@ -95,6 +99,10 @@ class TagProp(Retunable, Recommender):
     accelerated = True  # the weights are learnt with torch's Adam
     scoring_fields = frozenset({"rare_power", "rare_smoothing"})
     Config = TagPropConfig
+    # Guillaumin et al. 2009 compare rank- and distance-based weights with K up to 1000 and
+    # sigma-ML on or off; rare_power is the scoring-only label-frequency normalisation.
+    search_space = {"k": [50, 100, 200, 400], "weighting": ["distance", "rank"], "sigmoid": [True, False],
+                    "rare_power": [0.0, 0.25, 0.5, 0.75, 1.0]}
     needs = ("cnn",)
     personalised = False
     contract_overrides = {"k": 10, "steps": 30}

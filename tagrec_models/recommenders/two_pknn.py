@@ -18,6 +18,11 @@ which changes no ranking) so that nothing underflows. Scores can be divided by a
 label count (``rare_power``, see ``crossmodal.retune.prior_correction``). Not personalised: a
 cold-start user (-1) gets the same scores as anyone; nothing is learnt, ``fit`` indexes the
 training images.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Verma & Jawahar 2012
+tune K1 (images per label in pass 1) and the pass-2 weight on validation; rare_power is the
+label-frequency normalisation that trades frequent against rare labels (per-label columns
+prefer k1 = 3, beta = 5, rare_power = 0.5 on Corel5k).
 """
 
 from __future__ import annotations
@@ -60,6 +65,11 @@ class TwoPKNN(Retunable, Recommender):
     name = "two_pknn"
     papers = {"paper3": "beyond"}
     Config = TwoPKNNConfig
+    # Verma & Jawahar 2012 tune K1 (images per label in pass 1) and the pass-2 weight on
+    # validation; rare_power is the label-frequency normalisation that trades frequent against
+    # rare labels (per-label columns prefer k1 = 3, beta = 5, rare_power = 0.5 on Corel5k).
+    search_space = {"k1": [2, 3, 5, 10, 20], "beta": [1.0, 2.0, 5.0, 10.0, 20.0, 40.0],
+                    "rare_power": [0.0, 0.25, 0.5, 0.75, 1.0]}
     needs = ("cnn",)
     personalised = False
     scoring_fields = frozenset({"k1", "beta", "rare_power", "rare_smoothing"})
@@ -93,7 +103,25 @@ class TwoPKNN(Retunable, Recommender):
         self.tag_counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
 
     def distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
-        """D(query, training image): the mean of the scaled base distances."""
+        """D(query, training image): the mean of the scaled base distances. The last few query
+        chunks are remembered (shared with ``retune`` copies, never saved): re-scoring the same
+        validation posts at other k1 / beta / rare_power values, as tuning does, then costs no
+        distance computation."""
+        cache = self.__dict__.setdefault("_distance_cache", {})
+        key = (id(side), images.tobytes())
+        # The entry holds ``side`` itself, so its id cannot be reused by another object meanwhile.
+        if key not in cache or cache[key][0] is not side:
+            if len(cache) >= 8:
+                cache.clear()
+            cache[key] = (side, self._distance(side, images))
+        return cache[key][1]
+
+    def _state(self) -> dict:
+        state = super()._state()
+        state["attributes"] = {k: v for k, v in state["attributes"].items() if k != "_distance_cache"}
+        return state
+
+    def _distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
         total = sum(
             base_distance(d, np.asarray(side.feature(f)[images], dtype=np.float64), self.ref[f]) / self.scale[i]
             for i, (f, d) in enumerate(self.bases)

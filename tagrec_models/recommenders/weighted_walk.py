@@ -32,6 +32,11 @@ its neighbours (it has no tags of its own); paper 2, eq. 6's mass withheld by an
 w < 1 is returned to the restart, i.e. the stationary vector is rescaled to sum to 1; a
 query never takes its own image as a neighbour; tags the walk never reaches are ranked
 after all reached tags by training popularity.
+
+Tuning (``search_space``, searched on validation by ``studies.tuning``): Paper 2: lambda swept
+0.1..0.9 (Figure 10), k = 15 (section 5.1) with counts around it, the damping d = 0.85 of a
+random walk with restart and values either side; the user restart (our extension) off or on.
+Without groups lambda has nothing to weigh (visual similarity only).
 """
 
 from __future__ import annotations
@@ -99,6 +104,11 @@ class WeightedWalk(NeighbourRecommender):
     """Paper 2's method; the four registered names differ only in their config defaults."""
 
     Config = WeightedWalkConfig
+    # Paper 2: lambda swept 0.1..0.9 (Figure 10), k = 15 (section 5.1) with counts around it,
+    # the damping d = 0.85 of a random walk with restart and values either side; the user
+    # restart (our extension) off or on.
+    search_space = {"k": [5, 10, 15, 25, 50], "lam": [0.1, 0.2, 0.4, 0.6, 0.8],
+                    "damping": [0.5, 0.7, 0.85, 0.95], "user_restart": [0.0, 0.25, 0.5]}
     contract_overrides = {"k": 5}
 
     def _neighbour_options(self) -> dict:
@@ -164,6 +174,8 @@ class NoUGNW(WeightedWalk):
     name = "noug_nw"
     papers = {"paper2": "ablation"}
     Config = NoUGNWConfig
+    # Without groups lambda has nothing to weigh (visual similarity only).
+    search_space = {"k": [5, 10, 15, 25, 50], "damping": [0.5, 0.7, 0.85, 0.95], "user_restart": [0.0, 0.25, 0.5]}
     needs = ("vlad",)
 
 
@@ -180,6 +192,8 @@ class NoUGNoNW(WeightedWalk):
     name = "noug_nonw"
     papers = {"paper2": "ablation"}
     Config = NoUGNoNWConfig
+    # Without groups lambda has nothing to weigh (visual similarity only).
+    search_space = {"k": [5, 10, 15, 25, 50], "damping": [0.5, 0.7, 0.85, 0.95], "user_restart": [0.0, 0.25, 0.5]}
     needs = ("vlad",)
 
 

@@ -1,13 +1,10 @@
-"""Hyper-parameter search on validation and multi-seed runs of a recommender (paper 1,
-section 4; DESIGN.md, "Evaluation protocol").
+"""Evaluation helpers and multi-seed runs of a recommender (paper 1, section 4; DESIGN.md,
+"Evaluation protocol"). Hyper-parameters are chosen by the one tuning engine,
+``studies.tuning`` (Optuna on validation).
 
 * ``evaluate`` scores posts with a fitted model and computes P/R/F1@1..k_max (paper 1, eq. 12)
   with the other ranking metrics of ``metrics.metrics_at_k``; ``evaluate_scenarios`` does so
   per test scenario (``tagrec_models.evaluation.scenarios``).
-* ``grid_search`` fits one model per point of a grid and ranks them by a metric on the
-  VALIDATION posts of ``TrainingData`` (never on test). Models with early stopping also use
-  the validation posts to pick their epoch: the chosen configuration's validation score is
-  therefore optimistic, which is why test numbers come from ``multi_seed`` on held-out posts.
 * ``multi_seed`` fits a configuration once per seed, evaluates each fit on the test posts in
   both scenarios, and summarises mean and standard deviation across seeds (sample standard
   deviation, ddof=1; NaN for a single seed) together with training time.
@@ -16,16 +13,15 @@ section 4; DESIGN.md, "Evaluation protocol").
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.evaluation.metrics import AtK, metrics_at_k
-from tagrec_models.evaluation.scenarios import METRICS, SCENARIOS, metric_value, parse_metric, scenario_mask
+from tagrec_models.evaluation.scenarios import METRICS, SCENARIOS, scenario_mask
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 
 Log = Callable[[str], None]
@@ -61,70 +57,12 @@ def evaluate_scenarios(
     return out
 
 
-# -- grid search ------------------------------------------------------------------------------
-def expand_grid(base_config: RecommenderConfig, grid: dict[str, Iterable[Any]]) -> list[RecommenderConfig]:
-    """Every combination of ``grid`` values applied to ``base_config``, in the grid's order
-    (the last key varies fastest)."""
-    fields = {f.name for f in dataclasses.fields(base_config)}
-    unknown = sorted(set(grid) - fields)
-    if unknown:
-        raise ValueError(
-            f"grid keys {unknown} are not fields of {type(base_config).__name__}; "
-            f"fields: {sorted(fields)}"
-        )
-    keys = list(grid)
-    values = [list(grid[k]) for k in keys]
-    for key, options in zip(keys, values):
-        if not options:
-            raise ValueError(f"grid key {key!r} has no value to try")
-    return [
-        dataclasses.replace(base_config, **dict(zip(keys, combo)))
-        for combo in itertools.product(*values)
-    ]
-
-
 def _fit(model_cls: type[Recommender], config: RecommenderConfig, data: TrainingData, log: Log | None):
     model = model_cls(config)
     model.set_log(log)
     started = time.perf_counter()
     model.fit(data)
     return model, time.perf_counter() - started
-
-
-def grid_search(
-    model_cls: type[Recommender],
-    base_config: RecommenderConfig,
-    grid: dict[str, Iterable[Any]],
-    data: TrainingData,
-    metric: str = "f1@5",
-    log: Log | None = None,
-) -> tuple[RecommenderConfig, pd.DataFrame]:
-    """Fit ``model_cls`` at every point of ``grid`` on ``data.train`` and rank by ``metric`` on
-    ``data.val`` (required). Returns the best config (the first of equal scores, in grid order)
-    and a table with one row per point: the grid values, the metric, ``fit_seconds``,
-    ``epochs`` (length of the training history) and ``best``.
-    """
-    if data.val is None or data.val.n_posts == 0:
-        raise ValueError("grid_search needs validation posts (TrainingData.val); it never uses test")
-    if not isinstance(base_config, model_cls.Config):
-        raise TypeError(
-            f"base_config is a {type(base_config).__name__}, {model_cls.name} expects a "
-            f"{model_cls.Config.__name__}"
-        )
-    _, k = parse_metric(metric)
-    configs = expand_grid(base_config, grid)
-    rows = []
-    for number, config in enumerate(configs, 1):
-        point = {key: getattr(config, key) for key in grid}
-        if log is not None:
-            log(f"grid_search {model_cls.name} {number}/{len(configs)}: {point}")
-        model, seconds = _fit(model_cls, config, data, log)
-        value = metric_value(evaluate(model, data.val, data.side, k_max=k), metric)
-        rows.append({**point, metric: value, "fit_seconds": seconds, "epochs": len(model.training_history)})
-    table = pd.DataFrame(rows)
-    best = int(np.argmax(table[metric].to_numpy()))
-    table["best"] = np.arange(len(table)) == best
-    return configs[best], table
 
 
 # -- several seeds ----------------------------------------------------------------------------

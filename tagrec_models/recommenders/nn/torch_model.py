@@ -33,6 +33,7 @@ from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 from tagrec_models.seeding import seed_everything
 
 Log = Callable[[str], None]
+EpochCallback = Callable[[int, float], None]
 
 
 @contextmanager
@@ -117,12 +118,20 @@ class TorchRecommender(Recommender):
 
     Config = NeuralConfig
     accelerated = True
+    epoch_callback: EpochCallback | None = None
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         self.network: nn.Module | None = None
         self.device = pick_device(self.config.device)
         self._build_args: dict[str, Any] = {}
+
+    def set_epoch_callback(self, callback: EpochCallback | None) -> "TorchRecommender":
+        """Call ``callback(epoch, validation F1@5)`` after every epoch that has validation posts
+        (the tuning engine reports it to Optuna's pruner, ``studies.tuning``); an exception it
+        raises ends ``fit``. ``None`` removes it. Never saved with the model."""
+        self.epoch_callback = callback
+        return self
 
     # -- subclass hooks ---------------------------------------------------------------------
     @abstractmethod
@@ -203,6 +212,8 @@ class TorchRecommender(Recommender):
             if self.log is not None:
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in record.items() if k != "epoch")
                 self.log(f"{self.name} epoch {epoch}/{config.max_epochs}: {shown}")
+            if self.epoch_callback is not None and "val_f1@5" in record:
+                self.epoch_callback(epoch, record["val_f1@5"])
             if config.patience and stale >= config.patience:
                 break
         if best_state is not None and config.patience:
@@ -245,6 +256,7 @@ class TorchRecommender(Recommender):
         self.training_history = state["training_history"]
         self._build_args = state["build_args"]
         self.log = None
+        self.epoch_callback = None
         for key, value in state["extras"].items():
             setattr(self, key, value)
         self.device = pick_device(self.config.device, fallback=True)
