@@ -8,7 +8,7 @@ bring-your-own folder adds the rows of its posts file that it skipped.
 
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import dagster as dg
 import pandas as pd
@@ -37,6 +37,12 @@ TABLE_DESCRIPTIONS = {
     "photo_groups": "Group memberships (photo_id, group_id, group_name); paper 2, eq. 4 reads them.",
     "images": "Image files: path, sha256, width, height, status ok/broken with the reason.",
 }
+
+
+def ingest_multi_asset(spec: DatasetSpec, extra: dict[str, str], **kwargs: Any):
+    """``@dg.multi_asset`` for a source's ingest step: the four ingest tables plus ``extra``
+    (name -> description), in the ``duckdb`` pool since it writes tagrec.duckdb's views."""
+    return dg.multi_asset(pool=DUCKDB_POOL, name=f"{spec.name}__ingest", outs=_outs(spec, extra), **kwargs)
 
 
 def _outs(spec: DatasetSpec, extra: dict[str, str] | None = None) -> dict[str, dg.AssetOut]:
@@ -85,8 +91,23 @@ def _emit(tables: IngestTables, extra: dict[str, pd.DataFrame] | None = None):
         yield dg.Output(frame, output_name=name)
 
 
+class ImageLimits(dg.Config):
+    """What an offline reader refuses before decoding an image (decompression bombs, huge files)."""
+
+    max_pixels: int = Field(
+        default=50_000_000,
+        description="An image with more pixels is refused ('too large') without decoding: the "
+        "file is recorded broken, or its row skipped; 0: no limit.",
+    )
+    max_file_bytes: int = Field(
+        default=MAX_FILE_BYTES,
+        description="An image file larger than this is refused ('file too large') without being "
+        "read; 0: no limit.",
+    )
+
+
 # -- openclipart ------------------------------------------------------------------------------
-class OpenclipartSettings(dg.Config):
+class OpenclipartSettings(ImageLimits):
     folder: str = Field(
         default="",
         description="Folder holding svg/ and png/; empty: <data home>/sources/openclipart/"
@@ -102,22 +123,10 @@ class OpenclipartSettings(dg.Config):
         "folders (922 photos in 367 sets) into one photo with the union of tags and groups, so no "
         "drawing sits in train and test at once. Off reproduces DESIGN.md's corpus counts, with that leak.",
     )
-    max_pixels: int = Field(
-        default=50_000_000,
-        description="Images with more pixels are recorded broken ('too large') without decoding; 0: no limit.",
-    )
-    max_file_bytes: int = Field(
-        default=MAX_FILE_BYTES,
-        description="PNG files larger than this are recorded broken ('file too large') without being read; 0: no limit.",
-    )
 
 
 def openclipart_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
-        name=f"{spec.name}__ingest",
-        outs=_outs(spec, {"skipped_files": "SVG files that did not become photos, with the reason."}),
-    )
+    @ingest_multi_asset(spec, {"skipped_files": "SVG files that did not become photos, with the reason."})
     def ingest(
         context: dg.AssetExecutionContext, config: OpenclipartSettings, data_home: DataHomeResource
     ):
@@ -153,14 +162,7 @@ class Corel5kSettings(dg.Config):
 
 
 def corel5k_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
-        name=f"{spec.name}__ingest",
-        outs=_outs(
-            spec,
-            {"standard_split": "The benchmark's own split: photo_id -> part (4,500 train / 499 test)."},
-        ),
-    )
+    @ingest_multi_asset(spec, {"standard_split": "The benchmark's own split: photo_id -> part (4,500 train / 499 test)."})
     def ingest(context: dg.AssetExecutionContext, config: Corel5kSettings):
         """Read Corel5k from its folder: images, the 260-word annotations (no owners, no
         groups) and the standard split; annotations are checked against the .mat files."""
@@ -260,12 +262,7 @@ class FlickrTablesSettings(dg.Config):
 
 
 def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
-        name=f"{spec.name}__ingest",
-        outs=_outs(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}),
-        deps=[key(spec, "crawl")],
-    )
+    @ingest_multi_asset(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}, deps=[key(spec, "crawl")])
     def ingest(context: dg.AssetExecutionContext, config: FlickrTablesSettings, data_home: DataHomeResource):
         """The ingest tables of every finished page of the crawl."""
         crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
@@ -276,32 +273,17 @@ def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
 
 
 # -- bring your own dataset (a folder) ---------------------------------------------------------
-class FolderSettings(dg.Config):
+class FolderSettings(ImageLimits):
     folder: str = Field(
         default="",
         description="The dataset folder (posts.csv or posts.parquet + images/); empty: the folder "
         "the dataset was found at (<data home>/byo/<name>/ or TAGREC_DATASETS).",
     )
     check_images: bool = Field(default=True, description="Decode every image; a row whose image fails is skipped.")
-    max_pixels: int = Field(
-        default=50_000_000,
-        description="Rows whose image has more pixels are skipped ('too large') without decoding; 0: no limit.",
-    )
-    max_file_bytes: int = Field(
-        default=MAX_FILE_BYTES,
-        description="Rows whose image file is larger than this are skipped ('file too large') without reading it; 0: no limit.",
-    )
 
 
 def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        pool=DUCKDB_POOL,  # writes tagrec.duckdb (views over its Parquet files)
-        name=f"{spec.name}__ingest",
-        outs=_outs(
-            spec,
-            {"skipped_rows": "Rows of the posts file that did not become photos (row, photo_id, reason)."},
-        ),
-    )
+    @ingest_multi_asset(spec, {"skipped_rows": "Rows of the posts file that did not become photos (row, photo_id, reason)."})
     def ingest(context: dg.AssetExecutionContext, config: FolderSettings):
         """Read a bring-your-own dataset folder (format: tagrec_models.sources.folder): one
         photo per row of posts.csv/posts.parquet with its owner, '|'-separated tags and groups,

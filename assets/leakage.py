@@ -87,23 +87,20 @@ def spelling_metadata(spelling: GroupSpelling) -> dict[str, Any]:
     }
 
 
+def leakage_check(spec: DatasetSpec, asset: str, name: str, inputs: tuple[str, ...], description: str):
+    """``@dg.asset_check`` of a leakage guard on ``asset``: WARN only, it never blocks the graph,
+    and it reads the dataset's ``inputs`` assets too."""
+    return dg.asset_check(asset=key(spec, asset), name=name, blocking=False, description=description,
+                          additional_ins={name: dg.AssetIn(key(spec, name)) for name in inputs})
+
+
 def groups_spell_check(spec: DatasetSpec) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=key(spec, "test"),
-        name=GROUPS_CHECK,
-        additional_ins={
-            "val": dg.AssetIn(key(spec, "val")),
-            "photo_groups": dg.AssetIn(key(spec, "photo_groups")),
-            "tag_mapping": dg.AssetIn(key(spec, "tag_mapping")),
-        },
-        blocking=False,
-        description=(
-            "WARN when the held-out posts' own groups spell their tags: the share of validation "
-            "and test tag assignments whose tag (or its WordNet lemma, singular or plural) is a "
-            "token of one of the post's group ids or names. Paper 2 (Liu Zheng et al. 2020, "
-            "eq. 4) assumes groups a user picks at upload; a folder derived from the tags is a label."
-        ),
-    )
+    @leakage_check(spec, "test", GROUPS_CHECK, ("val", "photo_groups", "tag_mapping"), (
+        "WARN when the held-out posts' own groups spell their tags: the share of validation "
+        "and test tag assignments whose tag (or its WordNet lemma, singular or plural) is a "
+        "token of one of the post's group ids or names. Paper 2 (Liu Zheng et al. 2020, "
+        "eq. 4) assumes groups a user picks at upload; a folder derived from the tags is a label."
+    ))
     def groups_spell_held_out_tags(
         config: GroupsSpellSettings, test: pd.DataFrame, val: pd.DataFrame,
         photo_groups: pd.DataFrame, tag_mapping: pd.DataFrame,
@@ -131,22 +128,11 @@ def near_duplicate_metadata(found: NearDuplicates, sheet: bytes, sheet_path) -> 
 
 
 def near_duplicate_check(spec: DatasetSpec) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
-        asset=key(spec, "cnn_embedding"),
-        name=NEAR_DUPLICATES_CHECK,
-        additional_ins={
-            "train": dg.AssetIn(key(spec, "train")),
-            "val": dg.AssetIn(key(spec, "val")),
-            "test": dg.AssetIn(key(spec, "test")),
-            "images": dg.AssetIn(key(spec, "images")),
-        },
-        blocking=False,
-        description=(
-            "WARN when validation or test images are near duplicates of a training image: cosine "
-            "distance of the L2-normalised CNN embeddings at most max_distance (default "
-            f"{NEAR_DUPLICATE_DISTANCE}). {CALIBRATION} The contact sheet shows the closest pairs."
-        ),
-    )
+    @leakage_check(spec, "cnn_embedding", NEAR_DUPLICATES_CHECK, ("train", "val", "test", "images"), (
+        "WARN when validation or test images are near duplicates of a training image: cosine "
+        "distance of the L2-normalised CNN embeddings at most max_distance (default "
+        f"{NEAR_DUPLICATE_DISTANCE}). {CALIBRATION} The contact sheet shows the closest pairs."
+    ))
     def held_out_near_duplicates(
         config: NearDuplicateSettings, data_home: DataHomeResource, cnn_embedding,
         train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame, images: pd.DataFrame,
