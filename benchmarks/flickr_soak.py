@@ -43,6 +43,7 @@ from flickr_server import (  # noqa: E402
     TEST_SECRET,
     FlickrTestServer,
     cut_image,
+    dagster_environment,
     flickr_fail,
     http_error,
     malformed_json,
@@ -65,17 +66,7 @@ def crawl_config(crawl_name: str, group_ids: tuple[str, ...]) -> dict:
 
 
 def environment(home: Path, server: FlickrTestServer) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DAGSTER_HOME": str(home / "dagster"),
-        "TAGREC_HOME": str(home),
-        "PYTHONPATH": str(REPO),
-        "FLICKR_API_KEY": TEST_KEY,
-        "FLICKR_API_SECRET": TEST_SECRET,
-        "FLICKR_REST_URL": server.rest_url,
-        "FLICKR_CALLS_PER_HOUR": str(10**7),
-        "FLICKR_RETRY_BASE_DELAY_S": "0.05",
-    }
+    return dagster_environment(home, server, retry_base_delay_s=0.05)
 
 
 def start_run(home: Path, server: FlickrTestServer, crawl_name: str, group_ids: tuple[str, ...]) -> subprocess.Popen:

@@ -614,3 +614,25 @@ class FakeTime:
         assert 0 <= seconds <= 7200, f"an implausible wait of {seconds}s"
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+def dagster_environment(home, server: "FlickrTestServer", retry_base_delay_s: float | None = None) -> dict[str, str]:
+    """The environment of a ``dagster`` subprocess that crawls ``server`` into the data home
+    ``home`` (its instance in ``home/dagster``): test key and secret, no real rate limit."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(Path(home) / "dagster"),
+        "TAGREC_HOME": str(home),
+        "PYTHONPATH": str(repo),
+        "FLICKR_API_KEY": TEST_KEY,
+        "FLICKR_API_SECRET": TEST_SECRET,
+        "FLICKR_REST_URL": server.rest_url,
+        "FLICKR_CALLS_PER_HOUR": str(10**7),
+    }
+    if retry_base_delay_s is not None:
+        env["FLICKR_RETRY_BASE_DELAY_S"] = str(retry_base_delay_s)
+    return env

@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 import yaml
 from dagster._core.events import DagsterEventType
-from flickr_server import TEST_KEY, TEST_SECRET, flickr_server, slow  # noqa: F401 (fixture)
+from flickr_server import dagster_environment, flickr_server, slow  # noqa: F401 (fixture)
 
 from pipelines.monitoring import pool_watch
 from tagrec_models.sources.flickr import load_ingest_tables
@@ -71,16 +71,7 @@ def test_processes_opening_a_fresh_dagster_home_at_once_all_succeed(tmp_path):
 def materialize(home: Path, server, group_id: str) -> subprocess.Popen:
     """`dagster asset materialize` of flickr/crawl in its own process group."""
     config = {"ops": {"flickr__crawl": {"config": {"group_ids": [group_id], "per_page": 3}}}}
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home / "dagster"),
-        "TAGREC_HOME": str(home),
-        "PYTHONPATH": str(REPO),
-        "FLICKR_API_KEY": TEST_KEY,
-        "FLICKR_API_SECRET": TEST_SECRET,
-        "FLICKR_REST_URL": server.rest_url,
-        "FLICKR_CALLS_PER_HOUR": str(10**7),
-    }
+    env = dagster_environment(home, server)
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m", "pipelines.definitions",
          "--select", "flickr/crawl", "--config-json", json.dumps(config)],
