@@ -115,11 +115,9 @@ def protocol_metadata(trained_models: Sequence[TrainedModel]) -> dict[str, Any]:
 def tuning_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefinition:
     """``results.tuning``: every trial of every model of the dataset (``studies.tuning``)."""
 
-    @dg.asset(
-        key=key(spec, "tuning"),
-        group_name=spec.name,
-        ins={f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods},
-        description=(
+    @results_table_asset(
+        spec, "tuning", {f"model_{m}": dg.AssetIn(key(spec, f"model_{m}")) for m in methods},
+        (
             "What was tuned: one row per (method, metric family, trial) of the tuning engine on "
             "validation (Optuna TPE, seeded; the same trial budget for every model of the profile): "
             "the params as JSON, the metric (per-image `f1@5` or per-label `label_f1@5`), its "
@@ -127,8 +125,6 @@ def tuning_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefiniti
             "fit on train; stage `operating_point` trials re-score the chosen fit's scoring-only "
             "fields. Never a test number."
         ),
-        metadata={"results_table": "tuning"},
-        kinds={"duckdb", "pandas"},
     )
     def tuning(context: dg.AssetExecutionContext, **inputs):
         # The IO manager adds the dataset column when it writes results.tuning.
