@@ -30,7 +30,7 @@ from tagrec_models.data import Posts, SideInfo, TrainingData, group_matrix
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
 from tagrec_models.evaluation.scenarios import SCENARIOS, scenario_mask
 from tagrec_models.studies.tuning import PER_IMAGE, PER_LABEL, TRIAL_COLUMNS, tune
-from tagrec_models.recommenders.base import RecommenderConfig
+from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 from tagrec_models.recommenders.registry import get_recommender, load_model
 
 Log = Callable[[str], None]
@@ -95,11 +95,13 @@ def train_and_validation(data: TrainingData) -> TrainingData:
     return TrainingData(train=merged, side=data.side, val=None)
 
 
-def final_config(config: RecommenderConfig, best_epoch: int | None, final_fit: str) -> RecommenderConfig:
-    """The configuration of the final fit: on train + validation an epoch-based model trains
-    for the chosen trial's best epoch count, fixed (no validation left to stop on)."""
-    if final_fit == "train+val" and best_epoch is not None and hasattr(config, "max_epochs"):
-        return dataclasses.replace(config, max_epochs=int(best_epoch), patience=0)
+def final_config(model_cls: type[Recommender], config: RecommenderConfig, best_epoch: int | None,
+                 final_fit: str) -> RecommenderConfig:
+    """The configuration of the final fit: on train + validation an epoch-based model (one
+    that declares ``epoch_field``) trains for the chosen trial's best epoch count, fixed (no
+    validation left to stop on)."""
+    if final_fit == "train+val" and best_epoch is not None and model_cls.epoch_field is not None:
+        return dataclasses.replace(config, **{model_cls.epoch_field: int(best_epoch), "patience": 0})
     return config
 
 
@@ -141,7 +143,7 @@ def train_model(
         say(f"{name}: tuning on validation, {n_trials} trial(s) over {dict(model_cls.search_space)}")
         result = tune(model_cls, config, data, n_trials=n_trials, retune_trials=retune_trials,
                       seed=tuning_seed, metric=metric, log=say)
-        config = final_config(result.config, result.best_epoch, final_fit)
+        config = final_config(model_cls, result.config, result.best_epoch, final_fit)
         trials = result.trials.to_dict("records")
         operating_points = result.operating_points
         validation_scores = result.validation

@@ -123,6 +123,21 @@ def test_train_model_refits_on_train_and_validation_for_the_best_epoch_count(tmp
     assert not load_model(train_only.model_paths[0]).network.seen_image[VAL_IMAGES].any()
 
 
+def test_dcca_refits_for_the_epoch_of_its_best_held_out_correlation(tmp_path):
+    """DCCA declares its epoch budget (``dcca_epochs``) like the torch models declare
+    ``max_epochs``: the refit trains for the chosen trial's best epoch, with no early stop."""
+    data, _ = split()
+    overrides = {**get_recommender("dcca").contract_overrides, "dcca_epochs": 8, "patience": 2}
+    trained = train_model("dcca", "fixture", data, tmp_path, seeds=(0,), n_trials=2, retune_trials=0,
+                          overrides=overrides)
+    chosen = [row for row in trained.validation if row["chosen"] and row["family"] == PER_IMAGE][0]
+    assert chosen["best_epoch"] is not None and 1 <= chosen["best_epoch"] <= 8
+    assert trained.config["dcca_epochs"] == chosen["best_epoch"] and trained.config["patience"] == 0
+    fit = load_model(trained.model_paths[0])
+    assert fit.best_epoch() is None  # the refit saw no validation posts ...
+    assert len(fit.dcca.history) == chosen["best_epoch"]  # ... and trained the chosen epochs
+
+
 def test_train_and_validation_appends_the_validation_posts():
     data, _ = split()
     merged = train_and_validation(data)

@@ -71,6 +71,10 @@ class Recommender(ABC):
       shared contract test.
     * ``scoring_fields``: config fields that change scoring only, so a fitted model can be
       re-scored with other values without a refit (``crossmodal.retune.Retunable``).
+    * ``epoch_field``: the config field holding an epoch-based model's epoch budget (``None``
+      for models without one); with ``best_epoch()`` (the epoch that scored best on
+      validation in the last fit) it lets the final fit on train + validation train for the
+      epoch count validation chose (``experiment.final_config``).
 
     Optional hooks: ``set_log`` (progress lines of long ``fit``/``score`` loops) and
     ``prepare`` (warm a loaded model). Capabilities beyond the contract live on documented
@@ -88,6 +92,7 @@ class Recommender(ABC):
     search_probes: ClassVar[Sequence[Mapping[str, Any]]] = ()
     contract_overrides: ClassVar[Mapping[str, Any]] = {}
     scoring_fields: ClassVar[frozenset[str]] = frozenset()
+    epoch_field: ClassVar[str | None] = None
     log: Log | None = None
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
@@ -129,6 +134,11 @@ class Recommender(ABC):
         has such loops) to ``log``; ``None`` silences them. Never saved with the model."""
         self.log = log
         return self
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the last fit's best validation score (epoch-based models that were
+        given validation posts), else ``None``."""
+        return None
 
     def prepare(self, side: SideInfo) -> Self:
         """Take from ``side`` once what every ``score`` call would otherwise take again (a

@@ -83,6 +83,11 @@ class DCCARecommender(CommonSpaceRecommender):
     name = "dcca"
     papers = {"paper3": "proposed"}
     Config = DCCARecommenderConfig
+    # The final fit on train + validation trains the DCCA networks for the epoch of the chosen
+    # trial's best held-out correlation. Trials are not pruned: DCCA's per-epoch signal is the
+    # held-out *total* correlation, which grows with ``out_dim``, so a median rule across
+    # trials would stop small common spaces for their size rather than their quality.
+    epoch_field = "dcca_epochs"
     # The fit's ridges / kernel / network settings (paper 3 leaves them open; ranges a
     # careful reproduction tries) and the shared label-transfer knobs (``TRANSFER_SPACE``).
     search_space = {**{"dcca_weight_decay": [1e-3, 1e-2, 1e-1], "out_dim": [30, 50, 100], "dcca_lr": [1e-4, 1e-3]}, **TRANSFER_SPACE}
@@ -108,6 +113,14 @@ class DCCARecommender(CommonSpaceRecommender):
     @property
     def correlations(self) -> np.ndarray:
         return self.dcca.correlations
+
+    def best_epoch(self) -> int | None:
+        """The DCCA epoch of the best held-out correlation in the last fit (paper 3 trains to
+        convergence; we stop early on the validation pairs); ``None`` without validation."""
+        dcca = getattr(self, "dcca", None)
+        if dcca is None or not any("val_corr" in r for r in dcca.history):
+            return None
+        return dcca.best_epoch
 
     def _component_state(self) -> dict[str, Any]:
         return {"dmfr": self.dmfr.state(), "dcca": self.dcca.state()}

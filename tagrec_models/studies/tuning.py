@@ -128,14 +128,6 @@ def _validation_scores(model: Recommender, data: TrainingData, metric: str) -> t
     return float(per_image), float(per_label)
 
 
-def _best_epoch(model: Recommender) -> int | None:
-    history = [r for r in getattr(model, "training_history", []) if "val_f1@5" in r]
-    if not history:
-        return None
-    best = max(history, key=lambda r: r["val_f1@5"])  # the first of equal scores
-    return int(best["epoch"])
-
-
 def tune(
     model_cls: type[Recommender],
     base_config: RecommenderConfig,
@@ -192,7 +184,7 @@ def tune(
             hook(None)
         per_image, per_label = _validation_scores(model, data, metric)
         trial.set_user_attr(PER_LABEL_METRIC, per_label)
-        trial.set_user_attr("best_epoch", _best_epoch(model))
+        trial.set_user_attr("best_epoch", model.best_epoch())
         say(f"tune {model_cls.name} trial {trial.number}: {point} -> {metric} {per_image:.4f}, "
             f"{PER_LABEL_METRIC} {per_label:.4f}")
         trial.set_user_attr("value", per_image)

@@ -118,6 +118,7 @@ class TorchRecommender(Recommender):
 
     Config = NeuralConfig
     accelerated = True
+    epoch_field = "max_epochs"
     epoch_callback: EpochCallback | None = None
 
     def __init__(self, config: RecommenderConfig | None = None, **overrides: Any) -> None:
@@ -125,6 +126,14 @@ class TorchRecommender(Recommender):
         self.network: nn.Module | None = None
         self.device = pick_device(self.config.device)
         self._build_args: dict[str, Any] = {}
+
+    def best_epoch(self) -> int | None:
+        """The epoch of the best validation F1@5 of the last fit (the first of equal scores);
+        ``None`` when it saw no validation posts."""
+        history = [r for r in self.training_history if "val_f1@5" in r]
+        if not history:
+            return None
+        return int(max(history, key=lambda r: r["val_f1@5"])["epoch"])
 
     def set_epoch_callback(self, callback: EpochCallback | None) -> "TorchRecommender":
         """Call ``callback(epoch, validation F1@5)`` after every epoch that has validation posts
