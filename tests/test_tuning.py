@@ -166,3 +166,33 @@ def test_declared_probes_follow_the_defaults_within_the_budget():
     fits = result.trials[(result.trials["family"] == PER_IMAGE) & (result.trials["stage"] == "fit")]
     first, second = (json.loads(p) for p in fits["params"])
     assert first["image_factors"] is True and second == {**first, "image_factors": False}
+
+
+@pytest.mark.parametrize("name", ["two_pknn", "tagprop", "cca"])
+def test_retuned_copies_reuse_what_scoring_derives_from_the_fit(name):
+    """Re-scoring the same posts at other scoring-field values computes the fit-only part
+    (distances, probabilities, projections) once, and gives exactly what a fresh scoring gives."""
+    data, _ = split()
+    cls = get_recommender(name)
+    fit = cls(small_config(cls)).fit(data)
+    field = "rare_power"
+    calls = []
+    real = fit.remembered
+
+    def counting(what, side, images, compute):
+        def tracked():
+            calls.append(what)
+            return compute()
+        return real(what, side, images, tracked)
+
+    fit.remembered = counting  # instance attribute: retune copies share it (shallow copies)
+    first = fit.retune(**{field: 0.5}).score(data.val, data.side)
+    second = fit.retune(**{field: 0.0}).score(data.val, data.side)
+    again = fit.retune(**{field: 0.5}).score(data.val, data.side)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(first, again)
+    fresh = cls(small_config(cls)).fit(data).retune(**{field: 0.0}).score(data.val, data.side)
+    np.testing.assert_allclose(second, fresh, rtol=1e-12, atol=0)
+    fit.fit(data)  # a refit forgets what the old fit derived
+    fit.retune(**{field: 0.5}).score(data.val, data.side)
+    assert len(calls) == 2

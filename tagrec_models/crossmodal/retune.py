@@ -11,9 +11,15 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import Any, ClassVar, Self
+from typing import Any, Callable, ClassVar, Self, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+MEMO_ENTRIES = 8
+"""Query chunks a model remembers between re-scorings (bounds memory: tuning re-scores one
+validation set, in at most a few chunks)."""
 
 
 class Retunable:
@@ -25,9 +31,32 @@ class Retunable:
             raise ValueError(
                 f"retune only changes {sorted(self.scoring_fields)} without a refit; got {sorted(bad)}"
             )
+        self._scoring_memo()  # created before the copy, so the copy shares it
         clone = copy.copy(self)
         clone.config = replace(self.config, **fields)
         return clone
+
+    def _scoring_memo(self) -> dict:
+        return self.__dict__.setdefault("_scoring_memo_entries", {})
+
+    def remembered(self, what: str, side: object, images: np.ndarray, compute: Callable[[], T]) -> T:
+        """``compute()`` for these query images of ``side``, computed once for this fit and
+        every ``retune`` copy of it: what scoring derives from the fitted state alone (query
+        distances, projections, probabilities before the scoring-only knobs) is not computed
+        again when tuning re-scores the same validation posts at other scoring-field values.
+        Never saved with the model; a refit starts empty (``forget_scoring``)."""
+        memo = self._scoring_memo()
+        key = (what, id(side), np.ascontiguousarray(images).tobytes())
+        # The entry holds ``side`` itself, so its id cannot be reused by another object meanwhile.
+        if key not in memo or memo[key][0] is not side:
+            if len(memo) >= MEMO_ENTRIES:
+                memo.clear()
+            memo[key] = (side, compute())
+        return memo[key][1]
+
+    def forget_scoring(self) -> None:
+        """Drop what ``remembered`` holds (a new fit changes what it was computed from)."""
+        self._scoring_memo().clear()
 
 
 def prior_correction(scores: np.ndarray, counts: np.ndarray, power: float, smoothing: float) -> np.ndarray:

@@ -223,6 +223,7 @@ class CommonSpaceRecommender(Retunable, Recommender):
         side.feature(self.config.feature)
 
     def _fit(self, data: TrainingData) -> None:
+        self.forget_scoring()
         feats = data.side.feature(self.config.feature)
         train = data.train
         visual = feats[train.image]
@@ -251,7 +252,11 @@ class CommonSpaceRecommender(Retunable, Recommender):
 
     def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
         cfg = self.config
-        query = self._scale(self._project_visual(side.feature(cfg.feature)[posts.image]))
+        # The projection depends on the fit only (KCCA's is a kernel against every training
+        # image): remembered across re-scorings at other scoring-field values.
+        projected = self.remembered("visual projection", side, posts.image,
+                                    lambda: self._project_visual(side.feature(cfg.feature)[posts.image]))
+        query = self._scale(projected)
         if cfg.match == "semantic":
             sim = cosine_similarity(query, self._scale(self.ref_semantic))
         elif cfg.match == "visual":

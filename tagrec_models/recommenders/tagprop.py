@@ -181,6 +181,7 @@ class TagProp(Retunable, Recommender):
         return (1 - 2 * cfg.eps) * x + cfg.eps
 
     def _fit(self, data: TrainingData) -> None:
+        self.forget_scoring()
         cfg = self.config
         for d in cfg.distances:
             if d not in DISTANCES:
@@ -228,12 +229,17 @@ class TagProp(Retunable, Recommender):
         self.theta = params.log_theta.exp().detach().numpy().copy()
 
     def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
-        query = {f: np.asarray(side.feature(f)[posts.image], dtype=np.float64) for f in self.config.features}
+        p = self.remembered("probability", side, posts.image, lambda: self._probability(posts.image, side))
+        counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
+        return prior_correction(p.copy(), counts, self.config.rare_power, self.config.rare_smoothing)
+
+    def _probability(self, images: np.ndarray, side: SideInfo) -> np.ndarray:
+        """p(y_iw = 1) of the query images before the scoring-only label-frequency correction."""
+        query = {f: np.asarray(side.feature(f)[images], dtype=np.float64) for f in self.config.features}
         neighbours, dist = self._distances(query, exclude_self=False)
         with torch.no_grad():
             p = self._prob(self.params, torch.from_numpy(dist), self._pairs(neighbours))
-        counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
-        return prior_correction(p.numpy().astype(np.float64), counts, self.config.rare_power, self.config.rare_smoothing)
+        return p.numpy().astype(np.float64)
 
     def _state(self) -> dict[str, Any]:
         return {

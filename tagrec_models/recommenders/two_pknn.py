@@ -79,6 +79,7 @@ class TwoPKNN(Retunable, Recommender):
             side.feature(feature)
 
     def _fit(self, data: TrainingData) -> None:
+        self.forget_scoring()
         cfg = self.config
         if not cfg.features or not cfg.distances:
             raise ValueError("2PKNN needs at least one feature and one distance")
@@ -103,22 +104,14 @@ class TwoPKNN(Retunable, Recommender):
         self.tag_counts = np.asarray(self.ref_tags.sum(axis=0)).ravel()
 
     def distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
-        """D(query, training image): the mean of the scaled base distances. The last few query
-        chunks are remembered (shared with ``retune`` copies, never saved): re-scoring the same
-        validation posts at other k1 / beta / rare_power values, as tuning does, then costs no
-        distance computation."""
-        cache = self.__dict__.setdefault("_distance_cache", {})
-        key = (id(side), images.tobytes())
-        # The entry holds ``side`` itself, so its id cannot be reused by another object meanwhile.
-        if key not in cache or cache[key][0] is not side:
-            if len(cache) >= 8:
-                cache.clear()
-            cache[key] = (side, self._distance(side, images))
-        return cache[key][1]
+        """D(query, training image): the mean of the scaled base distances, remembered for
+        re-scorings of the same posts at other k1 / beta / rare_power values, as tuning does
+        (``Retunable.remembered``)."""
+        return self.remembered("distance", side, images, lambda: self._distance(side, images))
 
     def _state(self) -> dict:
         state = super()._state()
-        state["attributes"] = {k: v for k, v in state["attributes"].items() if k != "_distance_cache"}
+        state["attributes"] = {k: v for k, v in state["attributes"].items() if k != "_scoring_memo_entries"}
         return state
 
     def _distance(self, side: SideInfo, images: np.ndarray) -> np.ndarray:
