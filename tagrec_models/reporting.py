@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tagrec_models.artifacts import TrainedModel  # noqa: E402
+from tagrec_models.evaluation import significance as sig  # noqa: E402
 
 MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
             "label_precision", "label_recall", "label_f1", "n_plus", "ccs")
@@ -168,11 +169,18 @@ def lines_plot(
 
 
 def bar_plot(table: pd.DataFrame, x: str, ys: Sequence[str], title: str) -> bytes:
+    """Grouped bars of ``ys`` per ``x``; a column with ``<column>_ci_low`` / ``_ci_high`` beside
+    it gets its bootstrap interval as an error bar (``significance_columns``)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
     width = 0.8 / max(len(ys), 1)
     positions = np.arange(len(table))
     for i, column in enumerate(ys):
-        ax.bar(positions + i * width, table[column], width, label=column)
+        errors = None
+        if f"{column}_ci_low" in table and f"{column}_ci_high" in table:
+            values = table[column].to_numpy(dtype=float)
+            errors = np.nan_to_num(np.vstack([values - table[f"{column}_ci_low"].to_numpy(dtype=float),
+                                              table[f"{column}_ci_high"].to_numpy(dtype=float) - values]).clip(min=0))
+        ax.bar(positions + i * width, table[column], width, label=column, yerr=errors, capsize=2)
     ax.set_xticks(positions + width * (len(ys) - 1) / 2)
     ax.set_xticklabels(table[x], rotation=30, ha="right", fontsize=8)
     ax.set_title(title)
@@ -232,3 +240,93 @@ def tuning_history_plot(trials: pd.DataFrame, title: str) -> bytes:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def significance_columns(
+    table: pd.DataFrame,
+    columns: Mapping[str, str],
+    records: Mapping[str, pd.DataFrame],
+    best: str | None,
+    settings: sig.Settings = sig.Settings(),
+    scenario_posts: Mapping[str, Sequence[str] | None] | None = None,
+    tested: Sequence[str] = (),
+) -> pd.DataFrame:
+    """``table`` with a bootstrap interval for each of ``columns`` (table column -> measure of
+    ``significance.MEASURES`` or ``LABEL_MEASURES``): ``<column>_ci_low`` / ``<column>_ci_high``;
+    and for each column of ``tested`` the Holm-adjusted p-value of the paired randomisation
+    test against ``best`` (the validation-chosen best) and the tie mark: ``p_vs_best`` /
+    ``tied_with_best`` for the first, ``<column>_p_vs_best`` / ``<column>_tied_with_best`` for
+    the others. ``records``: ``per_post`` (split, method, seed, post, metric, value),
+    ``predictions`` (split, method, seed, post, tag) and ``truth`` (split, post, tag).
+    ``scenario_posts`` (scenario -> its posts; ``None``: all) gives a table with a ``scenario``
+    column its rows' posts; without it every row is the ``all`` posts. Rows of methods without
+    per-post records stay NaN. See ``evaluation.significance`` for the methods."""
+    out = table.copy()
+    scenario_posts = dict(scenario_posts or {"all": None})
+    scenario_of = out["scenario"] if "scenario" in out else pd.Series("all", index=out.index)
+    for column, measure in columns.items():
+        for suffix in ("ci_low", "ci_high"):
+            out[f"{column}_{suffix}"] = np.nan
+    for i, column in enumerate(tested):
+        out["p_vs_best" if i == 0 else f"{column}_p_vs_best"] = np.nan
+        out["tied_with_best" if i == 0 else f"{column}_tied_with_best"] = pd.NA
+    for scenario, posts in scenario_posts.items():
+        rows = scenario_of == scenario
+        if not rows.any():
+            continue
+        by_measure = {}
+        label = [m for m in columns.values() if m in sig.LABEL_MEASURES]
+        if label:
+            values = sig.label_values(records["predictions"], records["truth"], posts)
+            statistics = {m: sig.LABEL_MEASURES[m] for m in label}
+            by_measure.update({m: (values, sig.LABEL_MEASURES[m]) for m in label})
+            intervals = {method: sig.bootstrap_intervals(v, statistics, settings.n_resamples, settings.level,
+                                                         settings.seed) for method, v in values.items()}
+            for column, measure in columns.items():
+                if measure in statistics:
+                    for method, found in intervals.items():
+                        at = rows & (out["method"] == method)
+                        out.loc[at, f"{column}_ci_low"] = found[measure].low
+                        out.loc[at, f"{column}_ci_high"] = found[measure].high
+        for column, measure in columns.items():
+            if measure in sig.LABEL_MEASURES:
+                continue
+            values = sig.post_values(records["per_post"], measure, posts)
+            by_measure[measure] = (values, sig.MEASURES[measure][1])
+            for method, v in values.items():
+                found = sig.bootstrap_interval(v, sig.MEASURES[measure][1], settings.n_resamples,
+                                               settings.level, settings.seed)
+                at = rows & (out["method"] == method)
+                out.loc[at, f"{column}_ci_low"] = found.low
+                out.loc[at, f"{column}_ci_high"] = found.high
+        for i, column in enumerate(tested):
+            values, statistic = by_measure[columns[column]]
+            if best is None or best not in values:
+                continue
+            compared = sig.compare_with_best(values, best, statistic, settings).set_index("method")
+            p_name, tie_name = ("p_vs_best", "tied_with_best") if i == 0 else (f"{column}_p_vs_best", f"{column}_tied_with_best")
+            for method in compared.index:
+                at = rows & (out["method"] == method)
+                out.loc[at, p_name] = compared.loc[method, "p_vs_best"]
+                out.loc[at, tie_name] = bool(compared.loc[method, "tied_with_best"])
+    for i, column in enumerate(tested):
+        tie_name = "tied_with_best" if i == 0 else f"{column}_tied_with_best"
+        out[tie_name] = out[tie_name].astype("boolean")
+    return out
+
+
+def interval_view(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``table`` for reading: every column with ``_ci_low`` / ``_ci_high`` beside it shown as
+    ``0.471 [0.43, 0.51]`` (``significance.format_interval``), the bound columns dropped; a
+    ``tied_with_best`` column shown as "tied" / "" ."""
+    out = table.copy()
+    names = columns if columns is not None else [c for c in table.columns if f"{c}_ci_low" in table]
+    for column in names:
+        if column not in out or f"{column}_ci_low" not in out:
+            continue
+        out[column] = [sig.format_interval(e, lo, hi) for e, lo, hi in
+                       zip(out[column], out[f"{column}_ci_low"], out[f"{column}_ci_high"])]
+        out = out.drop(columns=[f"{column}_ci_low", f"{column}_ci_high"])
+    for tie in [c for c in out.columns if c.endswith("tied_with_best")]:
+        out[tie] = ["tied" if pd.notna(v) and bool(v) else "" for v in out[tie]]
+    return out
