@@ -49,8 +49,9 @@ SUMMARY_COLUMNS = {
     "paper1_results": ["method", "scenario", "f1@1", "f1@3", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5", "train_seconds"],
     "paper2_results": ["method", "scenario", "ndcg@1", "ndcg@5", "ndcg@10", "p@10", "r@10", "f1@10", "map@10"],
     "paper3_results": ["method", "scenario", "AP", "AR", "AF", "AF_std", "label_P", "label_R", "label_F1", "N+"],
-    "leaderboard": ["rank", "method", "papers", "val_f1@5", "f1@5", "f1@5_std", "p@5", "r@5", "ndcg@10",
-                    "map@10", "label_f1@5", "n_plus@5", "chosen_on_validation"],
+    "leaderboard": ["rank", "method", "papers", "val_f1@5", "f1@5", "f1@5_ci_low", "f1@5_ci_high", "p_vs_best",
+                    "tied_with_best", "f1@5_std", "p@5", "r@5", "ndcg@10", "map@10", "label_f1@5", "n_plus@5",
+                    "chosen_on_validation"],
 }
 
 

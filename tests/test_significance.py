@@ -139,3 +139,25 @@ def test_format_interval():
     assert sig.format_interval(0.4712, 0.431, 0.5104) == "0.471 [0.43, 0.51]"
     assert sig.format_interval(139.0, 120.0, 150.0) == "139 [120, 150]"
     assert sig.format_interval(0.3, float("nan"), float("nan")) == "0.300"
+
+
+def test_paper_claims_script_prints_each_claim_with_its_p_value(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    from tagrec_models.paths import DataHome
+    from tagrec_models.storage.duckdb_store import DuckDBStore
+
+    n = 30
+    records = _records({"ug_nw": np.ones(n), "ug_nonw": np.zeros(n)}, n)["per_post"]
+    DuckDBStore(DataHome(tmp_path).duckdb_path).replace_result_rows("per_post", "openclipart", records)
+    path = Path(__file__).resolve().parents[1] / "scripts" / "paper_claims.py"
+    spec = importlib.util.spec_from_file_location("paper_claims", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--home", str(tmp_path), "--resamples", "999"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    claim = next(line for line in lines if "UG-NW > UG-noNW" in line)
+    # Wins on all 30 posts (an equal or larger swapped difference has probability 2 / 2^30): p = 1 / (1 + 999); the interval of a constant is the constant.
+    assert "1.000 [1.00, 1.00]" in claim and "+1.000" in claim and claim.endswith("| 0.0010 |")
+    assert any("cnn_permlp" not in line and "(not materialised)" in line for line in lines)
