@@ -239,7 +239,10 @@ class PostRecords:
 
 
 def post_ids(bundle: SplitBundle, posts: Posts) -> np.ndarray:
-    """``"<user id>/<photo id>"`` of every post (the ``post`` column of ``results.per_post``)."""
+    """``"<user id>/<photo id>"`` of every post (the ``post`` column of ``results.per_post``);
+    a bundle without a vocabulary (built by hand in tests) gives the index numbers instead."""
+    if bundle.vocab is None:
+        return np.array([f"{u}/{i}" for u, i in zip(posts.user, posts.image)], dtype=object)
     users, images = np.asarray(bundle.vocab.users, dtype=object), np.asarray(bundle.vocab.images, dtype=object)
     return users[posts.user] + "/" + images[posts.image]
 
@@ -248,8 +251,9 @@ def held_out_truth(bundle: SplitBundle) -> pd.DataFrame:
     """The true tags of the test posts (post, tag): what per-label measures compare with."""
     tags = sparse.csr_matrix(bundle.test.tags)
     rows, cols = tags.nonzero()
-    return pd.DataFrame({"post": post_ids(bundle, bundle.test)[rows],
-                         "tag": np.asarray(bundle.vocab.tags, dtype=object)[cols]})
+    tag_names = (np.asarray(bundle.vocab.tags, dtype=object) if bundle.vocab is not None
+                 else np.array([str(t) for t in range(tags.shape[1])], dtype=object))
+    return pd.DataFrame({"post": post_ids(bundle, bundle.test)[rows], "tag": tag_names[cols]})
 
 
 def new_image_posts(bundle: SplitBundle) -> np.ndarray:
@@ -297,7 +301,8 @@ def evaluate_with_posts(
     frames: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
     per_post, predictions = [], []
     ids = post_ids(bundle, bundle.test)
-    tag_names = np.asarray(bundle.vocab.tags, dtype=object)
+    tag_names = (np.asarray(bundle.vocab.tags, dtype=object) if bundle.vocab is not None
+                 else np.array([str(t) for t in range(bundle.test.tags.shape[1])], dtype=object))
     points = getattr(trained, "operating_points", {})  # a handle pickled before issue 16 has none
     per_label_point = points.get(PER_LABEL) or {}
     per_image_point = points.get(PER_IMAGE) or {}

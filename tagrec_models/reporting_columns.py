@@ -92,6 +92,18 @@ EXACT = {
                   "method; evaluation.significance)"),
     "tied_with_best": ("True when p_vs_best >= alpha (0.05 by default) or the row is the validation-chosen best: "
                        "the test posts cannot tell this method from the best"),
+    "per_image_setting": ("The scoring-only setting (JSON) the per-image columns were scored at, chosen on validation "
+                          "per-image F1 (studies.tuning); 'as tuned' for a model without scoring fields"),
+    "per_label_setting": ("The scoring-only setting (JSON) the per-label columns (label P / R / F1, N+) were scored at, "
+                          "chosen on validation per-label F1 (studies.tuning); 'as tuned' for a model without scoring fields"),
+    "final_fit": "What the final fits were trained on: 'train+val' (the chosen setting refit) or 'train'",
+    "groups_spell_test_tags": ("Share of the dataset's test tag assignments that a token of the post's own groups spells "
+                               "(NaN without groups; the same on every row; leakage guard, issue 15)"),
+    "test_near_duplicates": ("Share of the test images within the near-duplicate distance of a training image "
+                             "(the same on every row; leakage guard, issue 15)"),
+    "f1@5_tags_not_in_groups": ("F1@5 (mean over seeds) on the test posts none of whose tags their groups spell; "
+                                "NaN for methods that do not read groups (leakage guard, issue 15)"),
+    "n_test_posts_tags_not_in_groups": "Number of test posts none of whose tags their groups spell (leakage guard, issue 15)",
     "split": "Which split of the dataset the row's test posts belong to (0: the recipe's split)",
     "post": "The test post: '<user id>/<photo id>'",
     "metric": ("Per-post value: p@5, r@5 (precision / recall of the top 5 tags; F1@5 of paper 1 eq. 12 is F1 of "

@@ -49,6 +49,7 @@ rate across the methods of one table compared with its best.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -83,11 +84,11 @@ def per_label_prf(means: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     correct, predicted, true = _label_parts(means)
     occurs = true > 0
     n_occurring = occurs.sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(occurs & (predicted > 0), correct / np.where(predicted > 0, predicted, 1.0), 0.0)
-        recall = np.where(occurs, correct / np.where(occurs, true, 1.0), 0.0)
-        denominator = np.maximum(n_occurring, 1)
-        return precision.sum(axis=-1) / denominator, recall.sum(axis=-1) / denominator, n_occurring
+    # In place, without temporaries: these arrays are [n_seeds, n_resamples, L] in the bootstrap.
+    precision = np.divide(correct, predicted, out=np.zeros_like(correct), where=occurs & (predicted > 0))
+    recall = np.divide(correct, true, out=np.zeros_like(correct), where=occurs)
+    denominator = np.maximum(n_occurring, 1)
+    return precision.sum(axis=-1) / denominator, recall.sum(axis=-1) / denominator, n_occurring
 
 
 def per_label_statistic(means: np.ndarray) -> np.ndarray:
@@ -120,12 +121,19 @@ class Interval:
     high: float
 
 
-def _resample_weights(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+@lru_cache(maxsize=8)
+def _resample_weights(n: int, n_resamples: int, seed: int, split: int) -> np.ndarray:
     """``[n_resamples, n]``: how often each post is drawn in each resample, divided by ``n``
-    (so ``weights @ values`` is the resample's mean), drawn all at once."""
+    (so ``weights @ values`` is the resample's mean), drawn all at once. Seeded by (seed,
+    split), so every method of a table is resampled on the same draws (common random numbers:
+    the intervals of two methods differ by the methods, not by the draws), and cached, since a
+    table asks for the same draws once per method and measure. Read-only."""
+    rng = np.random.default_rng([seed, split])
     draws = rng.integers(0, n, size=(n_resamples, n))
     flat = (draws + n * np.arange(n_resamples)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n) / n
+    weights = np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n) / n
+    weights.setflags(write=False)
+    return weights
 
 
 def _as_splits(values) -> list[np.ndarray]:
@@ -174,14 +182,13 @@ def bootstrap_intervals(
         raise ValueError(f"level must be in (0, 1), got {level}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
-    rng = np.random.default_rng(seed)
     estimate = {name: 0.0 for name in statistics}
     resampled = {name: np.zeros(n_resamples) for name in statistics}
     splits = _as_splits(values)
-    for array in splits:
-        weights = _resample_weights(array.shape[1], n_resamples, rng)
+    for index, array in enumerate(splits):
+        weights = _resample_weights(array.shape[1], n_resamples, seed, index)
         # [n_seeds, n_resamples, C] component means, one matrix product per seed.
-        means = np.einsum("bn,snc->sbc", weights, array, optimize=True)
+        means = np.matmul(weights, array)  # broadcast over seeds: BLAS, not einsum's loop
         for name, statistic in statistics.items():
             estimate[name] += float(statistic(array.mean(axis=1)).mean())
             resampled[name] += statistic(means).mean(axis=0)
