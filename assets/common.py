@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dagster as dg
 import pandas as pd
@@ -12,7 +12,9 @@ from pydantic import Field
 from assets.datasets import DatasetSpec
 from tagrec_models import reporting
 from tagrec_models.evaluation.significance import Settings
-from tagrec_models.experiment import held_out_truth
+from tagrec_models.bundle import SplitBundle
+from tagrec_models.experiment import PostRecords, held_out_truth
+from tagrec_models.storage.duckdb_store import DuckDBStore
 
 
 def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
@@ -85,9 +87,21 @@ SPLIT = 0
 splits (issue 12, part 4) would number theirs from here."""
 
 
-def post_records(records, bundle) -> dict[str, pd.DataFrame]:
-    """The per-post frames of ``experiment.PostRecords`` with their ``split``, and the test
-    posts' true tags: what ``reporting.significance_columns`` reads."""
-    return {"per_post": records.per_post.assign(split=SPLIT),
-            "predictions": records.predictions.assign(split=SPLIT),
+def post_records(records: Sequence[PostRecords], bundle: SplitBundle) -> dict[str, pd.DataFrame]:
+    """The per-post frames of the methods' ``experiment.PostRecords`` with their ``split``, and
+    the test posts' true tags: what ``reporting.significance_columns`` reads."""
+    merged = PostRecords.concat(records)
+    return {"per_post": merged.per_post.assign(split=SPLIT),
+            "predictions": merged.predictions.assign(split=SPLIT),
             "truth": held_out_truth(bundle).assign(split=SPLIT)}
+
+
+PER_POST_COLUMNS = ["split", "method", "seed", "post", "metric", "value"]
+PER_POST_TAG_COLUMNS = ["split", "method", "seed", "post", "position", "tag"]
+
+
+def publish_post_records(store: DuckDBStore, dataset: str, kept: dict[str, pd.DataFrame]) -> None:
+    """``results.per_post`` and ``results.per_post_tags``: every method's per-post values and
+    predicted tags, so a user can run their own test in SQL (this dataset's rows replaced)."""
+    store.replace_result_rows("per_post", dataset, kept["per_post"][PER_POST_COLUMNS])
+    store.replace_result_rows("per_post_tags", dataset, kept["predictions"][PER_POST_TAG_COLUMNS])

@@ -6,7 +6,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets.common import SignificanceConfig, md_table, plot_metadata, post_records, results_table_asset
+from assets.common import (SignificanceConfig, md_table, plot_metadata, post_records, publish_post_records,
+                           results_table_asset)
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins
 from assets.leakage import leakage_figures, leakage_ins, leakage_note
@@ -16,7 +17,7 @@ from tagrec_models.papers import paper_methods
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.evaluation.scenarios import SCENARIOS
-from tagrec_models.experiment import PostRecords, evaluate_parts, evaluate_with_posts
+from tagrec_models.experiment import evaluate_parts, evaluate_with_posts
 from tagrec_models.leaderboard import leaderboard_table, with_leakage_columns, with_significance
 from tagrec_models.recommenders.registry import get_recommender
 
@@ -45,10 +46,6 @@ DESCRIPTION = (
     "written to `results.per_post` and its 5 predicted tags per test image to "
     "`results.per_post_tags`, so any other test can be run in SQL."
 )
-
-
-PER_POST_COLUMNS = ["split", "method", "seed", "post", "metric", "value"]
-PER_POST_TAG_COLUMNS = ["split", "method", "seed", "post", "position", "tag"]
 
 
 def tuned(trained) -> bool:
@@ -95,15 +92,12 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         table = with_leakage_columns(table, figures,
                                      pd.concat(unspelled_runs, ignore_index=True) if unspelled_runs else None,
                                      None if unspelled is None else len(unspelled))
-        kept = post_records(PostRecords(pd.concat([r.per_post for r in records], ignore_index=True),
-                                        pd.concat([r.predictions for r in records], ignore_index=True)), bundle)
+        kept = post_records(records, bundle)
         table = with_significance(table, kept, config.settings())
-        # Every method's per-post scores and predicted tags, for a user's own test in SQL.
-        data_home.store.replace_result_rows("per_post", spec.name, kept["per_post"][PER_POST_COLUMNS])
-        data_home.store.replace_result_rows("per_post_tags", spec.name, kept["predictions"][PER_POST_TAG_COLUMNS])
+        publish_post_records(data_home.store, spec.name, kept)
         out_dir = data_home.home.dataset_dir(spec.name) / "results"
         png = reporting.bar_plot(table, "method", ["val_f1@5", "f1@5"],
-                                 f"F1@5 per method ({spec.name}; bars: 95% bootstrap interval)")
+                                 f"F1@5 per method ({spec.name}; error bars: 95% bootstrap interval on test)")
         metadata: dict[str, Any] = {
             "table": md_table(reporting.interval_view(table[[c for c in SHOWN if c in table.columns]])),
             "n_resamples": config.n_resamples,

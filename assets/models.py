@@ -25,7 +25,7 @@ from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import TrainedModel
-from tagrec_models.experiment import PostRecords, ccs_runs, evaluate_with_posts, new_image_posts, train_model, tuning_rows
+from tagrec_models.experiment import ccs_runs, evaluate_with_posts, new_image_posts, train_model, tuning_rows
 from tagrec_models.evaluation.scenarios import SCENARIOS
 from tagrec_models.papers import PAPERS
 from tagrec_models.recommenders.base import Recommender
@@ -182,8 +182,7 @@ def results_asset(
         runs = pd.concat(runs, ignore_index=True)
         table = table_fn(runs, methods)
         if intervals:
-            kept = post_records(PostRecords(pd.concat([r.per_post for r in records], ignore_index=True),
-                                                 pd.concat([r.predictions for r in records], ignore_index=True)), bundle)
+            kept = post_records(records, bundle)
             table = reporting.significance_columns(
                 table, intervals, kept, validation_best([inputs[f"model_{m}"] for m in methods]), config.settings(),
                 scenario_posts={"all": None, "new_images": list(new_image_posts(bundle))}, tested=tested)

@@ -237,6 +237,12 @@ class PostRecords:
     per_post: pd.DataFrame
     predictions: pd.DataFrame
 
+    @classmethod
+    def concat(cls, records: Sequence["PostRecords"]) -> "PostRecords":
+        """Several methods' records as one."""
+        return cls(pd.concat([r.per_post for r in records], ignore_index=True),
+                   pd.concat([r.predictions for r in records], ignore_index=True))
+
 
 def post_ids(bundle: SplitBundle, posts: Posts) -> np.ndarray:
     """``"<user id>/<photo id>"`` of every post (the ``post`` column of ``results.per_post``);

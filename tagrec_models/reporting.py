@@ -264,55 +264,69 @@ def significance_columns(
     out = table.copy()
     scenario_posts = dict(scenario_posts or {"all": None})
     scenario_of = out["scenario"] if "scenario" in out else pd.Series("all", index=out.index)
-    for column, measure in columns.items():
-        for suffix in ("ci_low", "ci_high"):
-            out[f"{column}_{suffix}"] = np.nan
-    for i, column in enumerate(tested):
-        out["p_vs_best" if i == 0 else f"{column}_p_vs_best"] = np.nan
-        out["tied_with_best" if i == 0 else f"{column}_tied_with_best"] = pd.NA
+    for column in columns:
+        out[f"{column}_ci_low"] = np.nan
+        out[f"{column}_ci_high"] = np.nan
+    names = {column: ("p_vs_best", "tied_with_best") if i == 0 else (f"{column}_p_vs_best", f"{column}_tied_with_best")
+             for i, column in enumerate(tested)}
+    for p_name, tie_name in names.values():
+        out[p_name] = np.nan
+        out[tie_name] = pd.NA
+    done: dict[object, dict] = {}  # a scenario with the same posts as another (every test image new) is not redone
     for scenario, posts in scenario_posts.items():
         rows = scenario_of == scenario
         if not rows.any():
             continue
-        by_measure = {}
-        label = [m for m in columns.values() if m in sig.LABEL_MEASURES]
-        if label:
-            values = sig.label_values(records["predictions"], records["truth"], posts)
-            statistics = {m: sig.LABEL_MEASURES[m] for m in label}
-            by_measure.update({m: (values, sig.LABEL_MEASURES[m]) for m in label})
-            intervals = {method: sig.bootstrap_intervals(v, statistics, settings.n_resamples, settings.level,
-                                                         settings.seed) for method, v in values.items()}
-            for column, measure in columns.items():
-                if measure in statistics:
-                    for method, found in intervals.items():
-                        at = rows & (out["method"] == method)
-                        out.loc[at, f"{column}_ci_low"] = found[measure].low
-                        out.loc[at, f"{column}_ci_high"] = found[measure].high
-        for column, measure in columns.items():
-            if measure in sig.LABEL_MEASURES:
-                continue
-            values = sig.post_values(records["per_post"], measure, posts)
-            by_measure[measure] = (values, sig.MEASURES[measure][1])
-            for method, v in values.items():
-                found = sig.bootstrap_interval(v, sig.MEASURES[measure][1], settings.n_resamples,
-                                               settings.level, settings.seed)
+        every = set(records["per_post"]["post"])
+        cache_key = None if posts is None or set(posts) >= every else tuple(sorted(posts))
+        if cache_key not in done:
+            done[cache_key] = _significance(columns, records, best, settings, posts, tested)
+        intervals, tests = done[cache_key]
+        for column, by_method in intervals.items():
+            for method, interval in by_method.items():
                 at = rows & (out["method"] == method)
-                out.loc[at, f"{column}_ci_low"] = found.low
-                out.loc[at, f"{column}_ci_high"] = found.high
-        for i, column in enumerate(tested):
-            values, statistic = by_measure[columns[column]]
-            if best is None or best not in values:
-                continue
-            compared = sig.compare_with_best(values, best, statistic, settings).set_index("method")
-            p_name, tie_name = ("p_vs_best", "tied_with_best") if i == 0 else (f"{column}_p_vs_best", f"{column}_tied_with_best")
-            for method in compared.index:
+                out.loc[at, f"{column}_ci_low"] = interval.low
+                out.loc[at, f"{column}_ci_high"] = interval.high
+        for column, compared in tests.items():
+            p_name, tie_name = names[column]
+            for method, row in compared.iterrows():
                 at = rows & (out["method"] == method)
-                out.loc[at, p_name] = compared.loc[method, "p_vs_best"]
-                out.loc[at, tie_name] = bool(compared.loc[method, "tied_with_best"])
-    for i, column in enumerate(tested):
-        tie_name = "tied_with_best" if i == 0 else f"{column}_tied_with_best"
+                out.loc[at, p_name] = row["p_vs_best"]
+                out.loc[at, tie_name] = bool(row["tied_with_best"])
+    for _, tie_name in names.values():
         out[tie_name] = out[tie_name].astype("boolean")
     return out
+
+
+def _significance(columns: Mapping[str, str], records: Mapping[str, pd.DataFrame], best: str | None,
+                  settings: sig.Settings, posts: Sequence[str] | None, tested: Sequence[str]):
+    """The intervals (column -> method -> Interval) and the tests (column -> frame of
+    ``significance.compare_with_best`` by method) of one set of posts."""
+    intervals: dict[str, dict[str, sig.Interval]] = {}
+    values_of: dict[str, tuple[dict, sig.Statistic]] = {}
+    label = sorted({m for m in columns.values() if m in sig.LABEL_MEASURES})
+    if label:
+        values = sig.label_values(records["predictions"], records["truth"], posts)
+        statistics = {m: sig.LABEL_MEASURES[m] for m in label}
+        found = {method: sig.bootstrap_intervals(v, statistics, settings.n_resamples, settings.level, settings.seed)
+                 for method, v in values.items()}
+        for measure in label:
+            values_of[measure] = (values, statistics[measure])
+    for column, measure in columns.items():
+        if measure in sig.LABEL_MEASURES:
+            intervals[column] = {method: by_measure[measure] for method, by_measure in found.items()}
+            continue
+        if measure not in values_of:
+            values_of[measure] = (sig.post_values(records["per_post"], measure, posts), sig.MEASURES[measure][1])
+        values, statistic = values_of[measure]
+        intervals[column] = {method: sig.bootstrap_interval(v, statistic, settings.n_resamples, settings.level,
+                                                            settings.seed) for method, v in values.items()}
+    tests = {}
+    for column in tested:
+        values, statistic = values_of[columns[column]]
+        if best is not None and best in values:
+            tests[column] = sig.compare_with_best(values, best, statistic, settings, intervals=False).set_index("method")
+    return intervals, tests
 
 
 def interval_view(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:

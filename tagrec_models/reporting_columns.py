@@ -106,9 +106,15 @@ EXACT = {
     "n_test_posts_tags_not_in_groups": "Number of test posts none of whose tags their groups spell (leakage guard, issue 15)",
     "split": "Which split of the dataset the row's test posts belong to (0: the recipe's split)",
     "post": "The test post: '<user id>/<photo id>'",
-    "metric": ("Per-post value: p@5, r@5 (precision / recall of the top 5 tags; F1@5 of paper 1 eq. 12 is F1 of "
-               "their means), f1@5 (the post's own F1 of the top 5), ndcg@10, map@10 (the post's AP@10)"),
-    "value": "The post's value of the metric",
+    "metric": ("The measure the row's value is of: in results.per_post p@5, r@5 (precision / recall of the top 5 "
+               "tags; F1@5 of paper 1 eq. 12 is F1 of their means), f1@5 (the post's own F1 of the top 5), ndcg@10, "
+               "map@10 (the post's AP@10); in results.tuning the validation measure of the metric family"),
+    "value": "The row's value of its metric (one test post's in results.per_post; on validation in results.tuning)",
+    "family": "Metric family of the tuning row: 'per_image' (chosen on F1@5) or 'per_label' (chosen on per-label F1)",
+    "trial": "Trial number of the tuning engine (0 = the model's defaults)",
+    "params": "The trial's hyper-parameters, as JSON",
+    "state": "Optuna state of the trial (COMPLETE, PRUNED, FAIL)",
+    "best_epoch": "Epoch with the best validation score in the trial (epoch-based models; empty otherwise)",
     "position": "Position of the tag among the post's recommended tags (1 = first)",
     "tag": "A tag the method recommends for the post (its top 5 at the per-label operating point)",
 }
@@ -120,6 +126,8 @@ _AT_K = re.compile(r"^(?P<measure>[a-z_0-9]+?)@(?P<k>\d+)$")
 def describe_column(name: str, part: str = "test") -> str | None:
     """The meaning of results column ``name`` (``None`` if unknown); ``part`` names the posts
     the measures are taken on when the name does not (``val_`` / ``test_`` prefixes do)."""
+    if name in EXACT:  # named once, even where it looks like the grammar (test_near_duplicates)
+        return EXACT[name]
     if name.endswith("_std"):
         base = describe_column(name[: -len("_std")], part)
         return f"Sample standard deviation over seeds (ddof=1) of {name[: -len('_std')]}: {base}" if base else None

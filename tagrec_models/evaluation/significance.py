@@ -136,6 +136,15 @@ def _resample_weights(n: int, n_resamples: int, seed: int, split: int) -> np.nda
     return weights
 
 
+@lru_cache(maxsize=8)
+def _swaps(n: int, n_resamples: int, seed: int, split: int) -> np.ndarray:
+    """``[n_resamples, n]`` 0/1: which posts swap the two methods' outputs in each draw;
+    seeded by (seed, split) and cached like ``_resample_weights``. Read-only."""
+    swaps = np.random.default_rng([seed, split, 1]).integers(0, 2, size=(n_resamples, n)).astype(np.float64)
+    swaps.setflags(write=False)
+    return swaps
+
+
 def _as_splits(values) -> list[np.ndarray]:
     """Normalise to a list (one per split) of ``[n_seeds, n_posts, C]`` arrays."""
     splits = [values] if isinstance(values, np.ndarray) else list(values)
@@ -214,16 +223,15 @@ def randomisation_test(
     splits_a, splits_b = _as_splits(values_a), _as_splits(values_b)
     if len(splits_a) != len(splits_b):
         raise ValueError("the two methods must be scored on the same splits")
-    rng = np.random.default_rng(seed)
     observed, permuted = 0.0, np.zeros(n_resamples)
-    for a, b in zip(splits_a, splits_b):
+    for index, (a, b) in enumerate(zip(splits_a, splits_b)):
         if a.shape[1:] != b.shape[1:]:
             raise ValueError(f"the two methods differ in posts or components: {a.shape} vs {b.shape}")
         a, b = a.mean(axis=0), b.mean(axis=0)  # seeds averaged: [n_posts, C]
         n = a.shape[0]
         mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
         observed += float(statistic(mean_a) - statistic(mean_b))
-        swap = rng.integers(0, 2, size=(n_resamples, n)).astype(np.float64)
+        swap = _swaps(n, n_resamples, seed, index)
         shift = swap @ (b - a) / n  # how much each resample's swaps move a's mean (and b's back)
         permuted += statistic(mean_a + shift) - statistic(mean_b - shift)
     # A relative tolerance: floating sums of swapped zeros must count as ties with a zero.
@@ -265,20 +273,24 @@ def compare_with_best(
     best: str,
     statistic: Statistic = mean_statistic,
     settings: Settings = Settings(),
+    intervals: bool = True,
 ) -> pd.DataFrame:
     """For every method of ``values`` (name -> per-split per-post components, as in
-    ``bootstrap_interval``): the estimate, the bootstrap interval, the raw and the
-    Holm-adjusted (across the other methods) p-value of the paired test against ``best``, and
-    ``tied_with_best`` (adjusted p >= alpha, or the best itself, whose p is 1)."""
+    ``bootstrap_interval``): the estimate and the bootstrap interval (unless ``intervals`` is
+    false), the raw and the Holm-adjusted (across the other methods) p-value of the paired test
+    against ``best``, and ``tied_with_best`` (adjusted p >= alpha, or the best itself, whose p
+    is 1)."""
     if best not in values:
         raise KeyError(f"the best method {best!r} has no per-post values")
     rows = []
     for method, method_values in values.items():
-        interval = bootstrap_interval(method_values, statistic, settings.n_resamples, settings.level, settings.seed)
-        p = 1.0 if method == best else randomisation_test(method_values, values[best], statistic,
-                                                          settings.n_resamples, settings.seed)
-        rows.append({"method": method, "estimate": interval.estimate, "ci_low": interval.low,
-                     "ci_high": interval.high, "p_raw": p})
+        row: dict[str, object] = {"method": method}
+        if intervals:
+            interval = bootstrap_interval(method_values, statistic, settings.n_resamples, settings.level, settings.seed)
+            row.update(estimate=interval.estimate, ci_low=interval.low, ci_high=interval.high)
+        row["p_raw"] = 1.0 if method == best else randomisation_test(method_values, values[best], statistic,
+                                                                     settings.n_resamples, settings.seed)
+        rows.append(row)
     frame = pd.DataFrame(rows)
     others = frame["method"] != best
     frame["p_vs_best"] = 1.0
