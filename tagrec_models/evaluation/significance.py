@@ -326,11 +326,13 @@ def post_values(per_post: pd.DataFrame, measure: str, posts: Sequence[str] | Non
     for split in sorted(rows["split"].unique()):
         in_split = rows[rows["split"] == split]
         order = sorted(in_split["post"].unique())
-        for method, by_method in in_split.groupby("method", sort=False):
-            wide = by_method.pivot_table(index=["seed", "post"], columns="metric", values="value")
-            seeds = sorted(by_method["seed"].unique())
+        # One reshape for every method of the split (a pivot per method costs more than the bootstrap).
+        wide = in_split.set_index(["method", "seed", "post", "metric"])["value"].unstack("metric")
+        for method in in_split["method"].unique():
+            by_method = wide.loc[method]
+            seeds = sorted(by_method.index.get_level_values("seed").unique())
             index = pd.MultiIndex.from_product([seeds, order], names=["seed", "post"])
-            array = wide.reindex(index)[list(metrics)].to_numpy().reshape(len(seeds), len(order), len(metrics))
+            array = by_method.reindex(index)[list(metrics)].to_numpy().reshape(len(seeds), len(order), len(metrics))
             out.setdefault(str(method), []).append(array)
     return out
 
