@@ -41,6 +41,9 @@ PROFILES = {
     "quick": {"n_trials": QUICK_TRIALS, "retune_trials": QUICK_RETUNES, "seeds": [0, 1, 2]},
     "full": {"n_trials": FULL_TRIALS, "retune_trials": FULL_RETUNES, "seeds": [0, 1, 2, 3, 4]},
 }
+# Repeated leave-posts-out splits (issue 12): the quick profile keeps the graph's one split (no
+# extra fit, so `make demo` keeps its time); the full profile compares over 5.
+SPLITS = {"quick": 1, "full": 5}
 # The quick profile caps training epochs so that the demo fits in about 20 minutes on two
 # cores; early stopping on validation still applies below the cap. ``full`` leaves the
 # models' own (paper) epoch budgets.
@@ -61,8 +64,12 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
     ops: dict = {}
     if recipe:
         for node in job.graph.node_dict:
-            if node.endswith(("__preprocess", "__splits")):
+            if node.endswith(("__preprocess", "__splits", "__repeated_splits")):
                 ops[node] = {"config": {"profile": recipe}}
+    for node in job.graph.node_dict:
+        if node.endswith("__repeated_splits"):  # issue 12: R splits, each with the profile's budget
+            budget = {k: PROFILES[profile][k] for k in ("n_trials", "retune_trials", "seeds")}
+            ops.setdefault(node, {"config": {}})["config"].update(n_splits=SPLITS[profile], **budget)
     for node in job.graph.node_dict:
         if "__model_" not in node:
             continue

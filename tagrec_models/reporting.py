@@ -250,6 +250,7 @@ def significance_columns(
     settings: sig.Settings = sig.Settings(),
     scenario_posts: Mapping[str, Sequence[str] | None] | None = None,
     tested: Sequence[str] = (),
+    estimates: bool = False,
 ) -> pd.DataFrame:
     """``table`` with a bootstrap interval for each of ``columns`` (table column -> measure of
     ``significance.MEASURES`` or ``LABEL_MEASURES``): ``<column>_ci_low`` / ``<column>_ci_high``;
@@ -260,11 +261,14 @@ def significance_columns(
     ``predictions`` (split, method, seed, post, tag) and ``truth`` (split, post, tag).
     ``scenario_posts`` (scenario -> its posts; ``None``: all) gives a table with a ``scenario``
     column its rows' posts; without it every row is the ``all`` posts. Rows of methods without
-    per-post records stay NaN. See ``evaluation.significance`` for the methods."""
+    per-post records stay NaN. ``estimates``: also write each column's value from the records
+    (the mean over seeds, and over splits where there are several). See ``evaluation.significance`` for the methods."""
     out = table.copy()
     scenario_posts = dict(scenario_posts or {"all": None})
     scenario_of = out["scenario"] if "scenario" in out else pd.Series("all", index=out.index)
     for column in columns:
+        if estimates:
+            out[column] = np.nan
         out[f"{column}_ci_low"] = np.nan
         out[f"{column}_ci_high"] = np.nan
     names = {column: ("p_vs_best", "tied_with_best") if i == 0 else (f"{column}_p_vs_best", f"{column}_tied_with_best")
@@ -287,6 +291,8 @@ def significance_columns(
                 at = rows & (out["method"] == method)
                 out.loc[at, f"{column}_ci_low"] = interval.low
                 out.loc[at, f"{column}_ci_high"] = interval.high
+                if estimates:
+                    out.loc[at, column] = interval.estimate
         for column, compared in tests.items():
             p_name, tie_name = names[column]
             for method, row in compared.iterrows():

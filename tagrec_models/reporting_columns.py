@@ -104,6 +104,7 @@ EXACT = {
     "f1@5_tags_not_in_groups": ("F1@5 (mean over seeds) on the test posts none of whose tags their groups spell; "
                                 "NaN for methods that do not read groups (leakage guard, issue 15)"),
     "n_test_posts_tags_not_in_groups": "Number of test posts none of whose tags their groups spell (leakage guard, issue 15)",
+    "n_splits": "Number of leave-posts-out splits the row pools (split 0 = the graph's own; each tuned and fitted on its own validation part)",
     "split": "Which split of the dataset the row's test posts belong to (0: the recipe's split)",
     "post": "The test post: '<user id>/<photo id>'",
     "metric": ("The measure the row's value is of: in results.per_post p@5, r@5 (precision / recall of the top 5 "

@@ -5,6 +5,7 @@ column in the UI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,13 @@ def run_config(sample: Path) -> dict:
                  for k, v in get_recommender(method).contract_overrides.items()}
         ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "params": small,
                                                           "n_trials": 2, "retune_trials": 2}}
+    # Issue 12: a second split, each model tuned and fitted on it with the same small settings.
+    ops["openclipart__repeated_splits"] = {"config": {
+        **RECIPE, "n_splits": 2, "seeds": [0], "n_trials": 1, "retune_trials": 2,
+        "params_json": json.dumps({m: {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in get_recommender(m).contract_overrides.items()}
+                                   for m in dataset_methods(OPENCLIPART)}),
+        "significance": {"n_resamples": 200}}}
     return {"ops": ops}
 
 
@@ -77,6 +85,8 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
             "SELECT method, seed, split, count(*) AS n FROM results.per_post WHERE dataset = 'openclipart' "
             "AND metric = 'f1@5' GROUP BY ALL").df()
         paper1_p = con.execute("SELECT p_vs_best FROM results.paper1_results WHERE dataset = 'openclipart'").df()
+        repeated = con.execute("SELECT * FROM results.repeated_splits WHERE dataset = 'openclipart'").df()
+        splits = con.execute("SELECT DISTINCT split FROM results.per_post WHERE dataset = 'openclipart'").df()
     every_method = set(dataset_methods(OPENCLIPART))
     assert set(leaderboard["method"]) == every_method
     # What was tuned is visible: trials for every method, one chosen per (method, family).
@@ -95,6 +105,10 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
     assert set(per_post["method"]) == every_method and (per_post["seed"].nunique() == 2)
     assert per_post["n"].nunique() == 1 and per_post["n"].iloc[0] > 0
     assert paper1_p["p_vs_best"].notna().any()
+    # Repeated splits: every method over both splits, its pooled interval and its test.
+    assert set(repeated["method"]) == every_method and (repeated["n_splits"] == 2).all()
+    assert repeated[["f1@5", "f1@5_ci_low", "f1@5_ci_high", "p_vs_best", "tied_with_best"]].notna().all().all()
+    assert sorted(splits["split"]) == [0, 1]
     # Leakage columns (issue 15): the sample's folders spell some test tags; only group-aware
     # rows get the score on the posts whose folders spell none.
     assert 0 < leakage["groups_spell_test_tags"].iloc[0] <= 1
