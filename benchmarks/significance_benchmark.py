@@ -1,5 +1,5 @@
 """What the intervals and paired tests add to a results asset (issue 12): the leaderboard's
-``with_significance`` on synthetic per-post records of Corel5k's size (499 test images, 260
+``with_significance`` and the repeated-splits table at one split on synthetic per-post records of Corel5k's size (499 test images, 260
 labels, 5 predicted tags each) and openclipart's (132 posts, 215 tags), 3 seeds, 2,000 resamples.
 
     .venv/bin/python benchmarks/significance_benchmark.py [--methods 20]
@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from tagrec_models.evaluation.significance import Settings
+from tagrec_models.experiment import PostRecords
 from tagrec_models.leaderboard import with_significance
+from tagrec_models.repeated_splits import SplitResult, pooled_table
 
 
 def records(n_methods: int, n_posts: int, n_labels: int, seeds=(0, 1, 2), seed: int = 0):
@@ -48,6 +50,12 @@ def main() -> None:
         with_significance(table, data, Settings(n_resamples=2000))
         print(f"{name}: {args.methods} methods x 3 seeds, {n_posts} posts, {n_labels} labels: "
               f"{time.perf_counter() - started:.1f} s for 7 intervals and 2 paired tests per method")
+        # results.repeated_splits at R = 1 (the quick profile): F1@5 and per-label F1 pooled.
+        split = SplitResult(0, PostRecords(data["per_post"].drop(columns="split"), data["predictions"].drop(columns="split")),
+                            data["truth"].drop(columns="split"), {f"m{m}": 0.5 - m / 100 for m in range(args.methods)}, ())
+        started = time.perf_counter()
+        pooled_table([split], Settings(n_resamples=2000))
+        print(f"{name}: repeated_splits table at R = 1: {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":
