@@ -209,6 +209,13 @@ def results_asset(
                 png = reporting.bar_plot(rows, "method", list(bars), f"{table_name} ({spec.name}, {scenario})")
                 metadata.update(plot_metadata(f"plot_{scenario}", png, out_dir / f"{table_name}_bars_{scenario}.png",
                                               f"{table_name} {scenario}"))
+            elif tested:  # the headline column with its 95% bootstrap interval as error bars
+                rows = shown[shown["scenario"] == scenario]
+                png = reporting.bar_plot(rows, "method", [tested[0]],
+                                         f"{tested[0]} with 95% intervals ({spec.name}, {scenario})")
+                metadata.update(plot_metadata(f"plot_{scenario}_intervals", png,
+                                              out_dir / f"{table_name}_intervals_{scenario}.png",
+                                              f"{tested[0]} intervals {scenario}"))
         return dg.Output(table, metadata=metadata)
 
     return results

@@ -138,6 +138,7 @@ def test_leaderboard_gets_intervals_and_tie_marks_for_every_row():
 def test_format_interval():
     assert sig.format_interval(0.4712, 0.431, 0.5104) == "0.471 [0.43, 0.51]"
     assert sig.format_interval(139.0, 120.0, 150.0) == "139 [120, 150]"
+    assert sig.format_interval(98.6667, 90.2, 105.8) == "98.7 [90, 106]"
     assert sig.format_interval(0.3, float("nan"), float("nan")) == "0.300"
 
 

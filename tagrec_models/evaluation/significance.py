@@ -378,10 +378,11 @@ def label_values(predictions: pd.DataFrame, truth: pd.DataFrame, posts: Sequence
 
 
 def format_interval(estimate: float, low: float, high: float) -> str:
-    """``0.471 [0.43, 0.51]``: the estimate to 3 decimals and the interval to 2 (integers such
-    as N+ without decimals)."""
+    """``0.471 [0.43, 0.51]``: the estimate to 3 decimals and the interval to 2; a count such as
+    N+ (10 or more) as ``139 [120, 150]`` (``98.7 [90, 106]`` for a mean over seeds)."""
     if any(pd.isna(v) for v in (estimate, low, high)):
         return "" if pd.isna(estimate) else f"{estimate:.3f}"
-    if float(estimate).is_integer() and float(low).is_integer() and float(high).is_integer() and abs(estimate) >= 2:
-        return f"{estimate:.0f} [{low:.0f}, {high:.0f}]"
+    if abs(estimate) >= 10:  # counts such as N+ (a mean over seeds may have a fraction)
+        value = f"{estimate:.0f}" if float(estimate).is_integer() else f"{estimate:.1f}"
+        return f"{value} [{low:.0f}, {high:.0f}]"
     return f"{estimate:.3f} [{low:.2f}, {high:.2f}]"
