@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from assets.datasets import DatasetSpec
 from tagrec_models import reporting
+from tagrec_models.evaluation.significance import Settings
+from tagrec_models.bundle import SplitBundle
+from tagrec_models.experiment import PostRecords, held_out_truth
+from tagrec_models.storage.duckdb_store import DuckDBStore
 
 
 def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
@@ -63,3 +68,40 @@ def plot_metadata(name: str, png: bytes, path: Path, alt: str = "") -> dict[str,
     path.write_bytes(png)
     return {name: dg.MetadataValue.md(reporting.markdown_image(png, alt or name.replace("_", " "))),
             f"{name}_file": dg.MetadataValue.path(str(path))}
+
+
+class SignificanceConfig(dg.Config):
+    """The intervals and paired tests of a results table (``tagrec_models.evaluation.significance``)."""
+
+    n_resamples: int = Field(default=2000, description="Bootstrap resamples of the test posts for each interval, and random swaps for each paired randomisation test.")
+    level: float = Field(default=0.95, description="Coverage of the percentile bootstrap intervals (0.95: the 2.5th and 97.5th percentiles).")
+    seed: int = Field(default=0, description="Seed of the resamples and swaps (a table is reproducible).")
+    alpha: float = Field(default=0.05, description="A method is tied with the best when its Holm-adjusted p-value is at least this.")
+
+    def settings(self) -> Settings:
+        return Settings(n_resamples=self.n_resamples, level=self.level, seed=self.seed, alpha=self.alpha)
+
+
+SPLIT = 0
+"""The ``split`` of the per-post rows: the recipe's one split (its seed drives it). Repeated
+splits (issue 12, part 4) would number theirs from here."""
+
+
+def post_records(records: Sequence[PostRecords], bundle: SplitBundle) -> dict[str, pd.DataFrame]:
+    """The per-post frames of the methods' ``experiment.PostRecords`` with their ``split``, and
+    the test posts' true tags: what ``reporting.significance_columns`` reads."""
+    merged = PostRecords.concat(records)
+    return {"per_post": merged.per_post.assign(split=SPLIT),
+            "predictions": merged.predictions.assign(split=SPLIT),
+            "truth": held_out_truth(bundle).assign(split=SPLIT)}
+
+
+PER_POST_COLUMNS = ["split", "method", "seed", "post", "metric", "value"]
+PER_POST_TAG_COLUMNS = ["split", "method", "seed", "post", "position", "tag"]
+
+
+def publish_post_records(store: DuckDBStore, dataset: str, kept: dict[str, pd.DataFrame]) -> None:
+    """``results.per_post`` and ``results.per_post_tags``: every method's per-post values and
+    predicted tags, so a user can run their own test in SQL (this dataset's rows replaced)."""
+    store.replace_result_rows("per_post", dataset, kept["per_post"][PER_POST_COLUMNS])
+    store.replace_result_rows("per_post_tags", dataset, kept["predictions"][PER_POST_TAG_COLUMNS])

@@ -11,6 +11,7 @@ from assets.leaderboard import leaderboard_asset
 from assets.leakage import leakage_checks
 from assets.papers import paper_assets
 from assets.preprocess import preprocess_assets
+from assets.repeated_splits import repeated_splits_asset
 from assets.splits import split_assets
 from assets.vocabulary import vocabulary_assets
 
@@ -24,5 +25,8 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *feature_assets(spec),
         *paper_assets(spec),
         leaderboard_asset(spec),
+        # Repeated leave-posts-out splits (issue 12): per-user datasets only; Corel5k's fixed
+        # split gets its uncertainty from resampling test images.
+        *([repeated_splits_asset(spec)] if spec.has_users else []),
         *leakage_checks(spec),
     ]

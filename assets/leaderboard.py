@@ -6,7 +6,8 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 
-from assets.common import md_table, plot_metadata, results_table_asset
+from assets.common import (SignificanceConfig, md_table, plot_metadata, post_records, publish_post_records,
+                           results_table_asset)
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins
 from assets.leakage import leakage_figures, leakage_ins, leakage_note
@@ -16,13 +17,14 @@ from tagrec_models.papers import paper_methods
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.evaluation.scenarios import SCENARIOS
-from tagrec_models.experiment import evaluate_parts
-from tagrec_models.leaderboard import leaderboard_table, with_leakage_columns
+from tagrec_models.experiment import evaluate_parts, evaluate_with_posts
+from tagrec_models.leaderboard import leaderboard_table, with_leakage_columns, with_significance
 from tagrec_models.recommenders.registry import get_recommender
 
-SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5",
-         "ndcg@10", "map@10", "label_f1@5", "n_plus@5", "f1@5_tags_not_in_groups", "train_seconds",
-         "per_label_setting"]
+SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_ci_low", "f1@5_ci_high", "p_vs_best",
+         "tied_with_best", "f1@10", "p@5", "r@5", "ndcg@10", "map@10", "label_f1@5", "label_f1@5_ci_low",
+         "label_f1@5_ci_high", "label_f1@5_p_vs_best", "n_plus@5", "f1@5_tags_not_in_groups",
+         "train_seconds", "per_label_setting"]
 
 
 DESCRIPTION = (
@@ -35,7 +37,14 @@ DESCRIPTION = (
     "per-label F1 and N+ at 5 tags (paper 3's Corel5k table) and F1@5 on new images; mean "
     "over seeds, ranked by test F1@5. Leakage (issue 15): the share of test tags the posts' "
     "own groups spell, the share of test images that near-duplicate a training image, and "
-    "each group-aware method's F1@5 on the test posts whose groups spell none of their tags."
+    "each group-aware method's F1@5 on the test posts whose groups spell none of their tags. "
+    "Uncertainty (issue 12): `<column>_ci_low` / `_ci_high`, a 95% percentile bootstrap "
+    "interval over the test posts (seeds averaged on each resample); `p_vs_best`, the "
+    "Holm-adjusted p-value of a paired randomisation test of F1@5 against the method chosen on "
+    "validation (per-label F1: `label_f1@5_p_vs_best`, swapping the two methods' predicted tag "
+    "sets per test image); `tied_with_best` when p >= alpha. Every method's per-post scores are "
+    "written to `results.per_post` and its 5 predicted tags per test image to "
+    "`results.per_post_tags`, so any other test can be run in SQL."
 )
 
 
@@ -52,18 +61,20 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
     ins = {**ins, **leakage_ins(spec, ins)}  # the leakage guards' figures (issue 15)
 
     @results_table_asset(spec, "leaderboard", ins, DESCRIPTION)
-    def leaderboard(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
+    def leaderboard(context: dg.AssetExecutionContext, config: SignificanceConfig, data_home: DataHomeResource,
+                    **inputs):
         bundle, side = bundle_and_side(inputs)
         figures, unspelled = leakage_figures(spec, ins, inputs, bundle)
         unspelled_bundle = (dataclasses.replace(bundle, test=bundle.test.subset(unspelled))
                             if unspelled is not None and len(unspelled) else None)
-        test_runs, val_runs, unspelled_runs = [], [], []
+        test_runs, val_runs, unspelled_runs, records = [], [], [], []
         for method in methods:
             trained = inputs[f"model_{method}"]
             context.log.info(f"leaderboard: evaluating {method} on validation and test")
             # Validation is scored by the tuning engine (fit on train): the final fit saw it.
             parts = {"test": SCENARIOS, **({"val": ("all",)} if bundle.val.n_posts and not tuned(trained) else {})}
-            runs = evaluate_parts(trained, bundle, side, parts)  # one load of each fit
+            runs, posts = evaluate_with_posts(trained, bundle, side, parts)  # one load of each fit
+            records.append(posts)
             test_runs.append(runs["test"])
             if "val" in runs:
                 val_runs.append(runs["val"])
@@ -81,10 +92,15 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         table = with_leakage_columns(table, figures,
                                      pd.concat(unspelled_runs, ignore_index=True) if unspelled_runs else None,
                                      None if unspelled is None else len(unspelled))
+        kept = post_records(records, bundle)
+        table = with_significance(table, kept, config.settings())
+        publish_post_records(data_home.store, spec.name, kept)
         out_dir = data_home.home.dataset_dir(spec.name) / "results"
-        png = reporting.bar_plot(table, "method", ["val_f1@5", "f1@5"], f"F1@5 per method ({spec.name})")
+        png = reporting.bar_plot(table, "method", ["val_f1@5", "f1@5"],
+                                 f"F1@5 per method ({spec.name}; error bars: 95% bootstrap interval on test)")
         metadata: dict[str, Any] = {
-            "table": md_table(table[[c for c in SHOWN if c in table.columns]]),
+            "table": md_table(reporting.interval_view(table[[c for c in SHOWN if c in table.columns]])),
+            "n_resamples": config.n_resamples,
             "chosen_on_validation": str(table.loc[table["chosen_on_validation"], "method"].iloc[0])
             if table["chosen_on_validation"].any() else "none (no validation part)",
             "leakage": leakage_note(table, methods),

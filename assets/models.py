@@ -17,14 +17,16 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 import pandas as pd
 
-from assets.common import jsonable, key, md_table, plot_metadata, progress, results_table_asset
+from assets.common import (SignificanceConfig, jsonable, key, md_table, plot_metadata, post_records, progress,
+                           results_table_asset)
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins, side_ins, split_ins
 from assets.model_config import config_values, settings_class
 from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.artifacts import TrainedModel
-from tagrec_models.experiment import ccs_runs, evaluate_model, train_model, tuning_rows
+from tagrec_models.experiment import ccs_runs, evaluate_with_posts, new_image_posts, train_model, tuning_rows
+from tagrec_models.evaluation.scenarios import SCENARIOS
 from tagrec_models.papers import PAPERS
 from tagrec_models.recommenders.base import Recommender
 from tagrec_models.recommenders.registry import get_recommender
@@ -141,6 +143,14 @@ def tuning_asset(spec: DatasetSpec, methods: Sequence[str]) -> dg.AssetsDefiniti
 TableFn = Callable[[pd.DataFrame, Sequence[str]], pd.DataFrame]
 
 
+def validation_best(trained_models: Sequence[TrainedModel]) -> str | None:
+    """The method of a table a practitioner would pick: the best validation score of the
+    tuning engine (fit on train, scored on validation); ``None`` when none was tuned."""
+    scored = {t.name: t.validation_scores["per_image"] for t in trained_models
+              if (getattr(t, "validation_scores", {}) or {}).get("per_image") is not None}
+    return max(scored, key=scored.get) if scored else None
+
+
 def results_asset(
     spec: DatasetSpec,
     table_name: str,
@@ -149,20 +159,33 @@ def results_asset(
     curve: tuple[str, str] | None,
     description: str,
     bars: Sequence[str] = (),
+    intervals: dict[str, str] | None = None,
+    tested: Sequence[str] = (),
 ) -> dg.AssetsDefinition:
     """``curve`` = (measure, title): a measure@k plot per scenario (papers 1 and 2); ``bars``:
-    table columns drawn as grouped bars per method and scenario (paper 3's AP / AR / AF)."""
+    table columns drawn as grouped bars per method and scenario (paper 3's AP / AR / AF).
+    ``intervals``: table column -> measure (``evaluation.significance``) that gets a bootstrap
+    interval per row; ``tested``: the columns tested against the table's validation-chosen best
+    (``reporting.significance_columns``)."""
 
     @results_table_asset(spec, table_name, comparison_ins(spec, methods), description)
-    def results(context: dg.AssetExecutionContext, data_home: DataHomeResource, **inputs):
+    def results(context: dg.AssetExecutionContext, config: SignificanceConfig, data_home: DataHomeResource,
+                **inputs):
         bundle, side = bundle_and_side(inputs)
-        runs = []
+        runs, records = [], []
         for method in methods:
             trained: TrainedModel = inputs[f"model_{method}"]
             context.log.info(f"evaluating {method} ({len(trained.model_paths)} seeds) on {bundle.test.n_posts} test posts")
-            runs.append(evaluate_model(trained, bundle, side))
+            method_runs, posts = evaluate_with_posts(trained, bundle, side, {"test": SCENARIOS})
+            runs.append(method_runs["test"])
+            records.append(posts)
         runs = pd.concat(runs, ignore_index=True)
         table = table_fn(runs, methods)
+        if intervals:
+            kept = post_records(records, bundle)
+            table = reporting.significance_columns(
+                table, intervals, kept, validation_best([inputs[f"model_{m}"] for m in methods]), config.settings(),
+                scenario_posts={"all": None, "new_images": list(new_image_posts(bundle))}, tested=tested)
         out_dir = data_home.home.dataset_dir(spec.name) / "results"
         out_dir.mkdir(parents=True, exist_ok=True)
         runs.to_parquet(out_dir / f"{table_name}_runs.parquet", index=False)
@@ -170,7 +193,7 @@ def results_asset(
         trained_models = [inputs[f"model_{m}"] for m in methods]
         table = reporting.with_operating_points(table, trained_models)
         shown, same_as_all = reporting.distinct_scenarios(table)
-        metadata: dict[str, Any] = {"table": md_table(shown), "n_test_posts": bundle.test.n_posts,
+        metadata: dict[str, Any] = {"table": md_table(reporting.interval_view(shown)), "n_test_posts": bundle.test.n_posts,
                                     **protocol_metadata(trained_models)}
         if same_as_all:
             metadata["scenarios"] = (f"{', '.join(same_as_all)} equals 'all' here (every test image is "
@@ -186,6 +209,13 @@ def results_asset(
                 png = reporting.bar_plot(rows, "method", list(bars), f"{table_name} ({spec.name}, {scenario})")
                 metadata.update(plot_metadata(f"plot_{scenario}", png, out_dir / f"{table_name}_bars_{scenario}.png",
                                               f"{table_name} {scenario}"))
+            elif tested:  # the headline column with its 95% bootstrap interval as error bars
+                rows = shown[shown["scenario"] == scenario]
+                png = reporting.bar_plot(rows, "method", [tested[0]],
+                                         f"{tested[0]} with 95% intervals ({spec.name}, {scenario})")
+                metadata.update(plot_metadata(f"plot_{scenario}_intervals", png,
+                                              out_dir / f"{table_name}_intervals_{scenario}.png",
+                                              f"{tested[0]} intervals {scenario}"))
         return dg.Output(table, metadata=metadata)
 
     return results

@@ -27,7 +27,7 @@ from scipy import sparse
 from tagrec_models.artifacts import ArrayFile, TrainedModel
 from tagrec_models.bundle import SplitBundle, align_rows
 from tagrec_models.data import Posts, SideInfo, TrainingData, group_matrix
-from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
+from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics, post_metrics, top_k
 from tagrec_models.evaluation.scenarios import SCENARIOS, scenario_mask
 from tagrec_models.studies.tuning import PER_IMAGE, PER_LABEL, TRIAL_COLUMNS, tune
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
@@ -220,6 +220,85 @@ def evaluate_parts(
 ) -> dict[str, pd.DataFrame]:
     """``evaluate_model`` for several parts (``{"test": scenarios, "val": scenarios}``) with one
     load of each seed's model: the runs frame of each part."""
+    return evaluate_with_posts(trained, bundle, side, parts, k_max=k_max, label_k=label_k)[0]
+
+
+PER_POST_METRICS = ("p@5", "r@5", "f1@5", "ndcg@10", "map@10")
+"""The per-post values kept for intervals and paired tests (``results.per_post``): P@5 and R@5
+(F1@5 of paper 1's eq. 12 is F1 of their averages), the post's own F1@5, NDCG@10 and AP@10."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PostRecords:
+    """What the test posts of the ``all`` scenario scored, post by post, for the bootstrap and
+    the paired tests (``evaluation.significance``): ``per_post`` (method, seed, post, metric,
+    value; ``PER_POST_METRICS``) and ``predictions`` (method, seed, post, position, tag: the
+    ``label_k`` tags each image gets at the per-label operating point, from which per-label F1
+    and N+ are recomputed on any resample). ``post`` is ``"<user id>/<photo id>"``."""
+
+    per_post: pd.DataFrame
+    predictions: pd.DataFrame
+
+    @classmethod
+    def concat(cls, records: Sequence["PostRecords"]) -> "PostRecords":
+        """Several methods' records as one."""
+        return cls(pd.concat([r.per_post for r in records], ignore_index=True),
+                   pd.concat([r.predictions for r in records], ignore_index=True))
+
+
+def post_ids(bundle: SplitBundle, posts: Posts) -> np.ndarray:
+    """``"<user id>/<photo id>"`` of every post (the ``post`` column of ``results.per_post``);
+    a bundle without a vocabulary (built by hand in tests) gives the index numbers instead."""
+    if bundle.vocab is None:
+        return np.array([f"{u}/{i}" for u, i in zip(posts.user, posts.image)], dtype=object)
+    users, images = np.asarray(bundle.vocab.users, dtype=object), np.asarray(bundle.vocab.images, dtype=object)
+    return users[posts.user] + "/" + images[posts.image]
+
+
+def held_out_truth(bundle: SplitBundle) -> pd.DataFrame:
+    """The true tags of the test posts (post, tag): what per-label measures compare with."""
+    tags = sparse.csr_matrix(bundle.test.tags)
+    rows, cols = tags.nonzero()
+    tag_names = (np.asarray(bundle.vocab.tags, dtype=object) if bundle.vocab is not None
+                 else np.array([str(t) for t in range(tags.shape[1])], dtype=object))
+    return pd.DataFrame({"post": post_ids(bundle, bundle.test)[rows], "tag": tag_names[cols]})
+
+
+def new_image_posts(bundle: SplitBundle) -> np.ndarray:
+    """The ids of the test posts of the ``new_images`` scenario."""
+    return post_ids(bundle, bundle.test)[bundle.new_image_mask(bundle.test)]
+
+
+def _post_records(method: str, seed: int, ids: np.ndarray, scores: np.ndarray, label_scores: np.ndarray,
+                  truth: sparse.csr_matrix, tags: np.ndarray, label_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    posts = post_metrics(scores, truth, k_max=10)
+    kept = ids[posts.kept]
+    values = {"p@5": posts.precision[:, 4], "r@5": posts.recall[:, 4], "f1@5": posts.f1[:, 4],
+              "ndcg@10": posts.ndcg[:, -1], "map@10": posts.ap[:, -1]}
+    per_post = pd.DataFrame({
+        "method": method, "seed": seed,
+        "post": np.tile(kept, len(PER_POST_METRICS)),
+        "metric": np.repeat(PER_POST_METRICS, len(kept)),
+        "value": np.concatenate([values[m] for m in PER_POST_METRICS]),
+    })
+    ranked = top_k(label_scores, label_k)
+    predictions = pd.DataFrame({
+        "method": method, "seed": seed, "post": np.repeat(ids, ranked.shape[1]),
+        "position": np.tile(np.arange(1, ranked.shape[1] + 1), len(ids)), "tag": tags[ranked.ravel()],
+    })
+    return per_post, predictions
+
+
+def evaluate_with_posts(
+    trained: TrainedModel,
+    bundle: SplitBundle,
+    side: SideInfo,
+    parts: Mapping[str, Sequence[str]],
+    k_max: int = 10,
+    label_k: int = 5,
+) -> tuple[dict[str, pd.DataFrame], PostRecords]:
+    """``evaluate_parts`` and, from the same scores, the test posts' ``PostRecords`` (empty
+    frames when ``parts`` has no test part)."""
     posts_of = {}
     for part in parts:
         if part not in ("test", "val"):
@@ -228,6 +307,10 @@ def evaluate_parts(
         if posts_of[part].n_posts == 0:
             raise ValueError(f"{trained.name}: the {part} part has no posts to evaluate on")
     frames: dict[str, list[pd.DataFrame]] = {part: [] for part in parts}
+    per_post, predictions = [], []
+    ids = post_ids(bundle, bundle.test)
+    tag_names = (np.asarray(bundle.vocab.tags, dtype=object) if bundle.vocab is not None
+                 else np.array([str(t) for t in range(bundle.test.tags.shape[1])], dtype=object))
     points = getattr(trained, "operating_points", {})  # a handle pickled before issue 16 has none
     per_label_point = points.get(PER_LABEL) or {}
     per_image_point = points.get(PER_IMAGE) or {}
@@ -241,6 +324,11 @@ def evaluate_parts(
             scores = model.score(posts, side)
             score_seconds = time.perf_counter() - started
             label_scores = scores if label_model is model else label_model.score(posts, side)
+            if part == "test":
+                records = _post_records(trained.name, int(seed), ids, scores, label_scores,
+                                        sparse.csr_matrix(posts.tags), tag_names, label_k)
+                per_post.append(records[0])
+                predictions.append(records[1])
             for scenario in scenarios:
                 rows = np.flatnonzero(scenario_mask(posts, bundle.train, scenario))
                 truth = posts.tags[rows]
@@ -266,7 +354,13 @@ def evaluate_parts(
         runs = pd.concat(found, ignore_index=True)
         runs.insert(0, "method", trained.name)
         out[part] = runs
-    return out
+    records = PostRecords(
+        per_post=pd.concat(per_post, ignore_index=True) if per_post
+        else pd.DataFrame(columns=["method", "seed", "post", "metric", "value"]),
+        predictions=pd.concat(predictions, ignore_index=True) if predictions
+        else pd.DataFrame(columns=["method", "seed", "post", "position", "tag"]),
+    )
+    return out, records
 
 
 def ccs_runs(trained: TrainedModel, bundle: SplitBundle, side: SideInfo, top: int = 20) -> pd.DataFrame:

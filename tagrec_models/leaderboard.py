@@ -7,7 +7,9 @@ may pick a model by without looking at test), then on test F1@1..10 (paper 1, eq
 R@5, NDCG@10 and MAP@10 (paper 2, section 5.3), the per-label F1 and N+ at 5 tags (the Corel5k
 table of paper 3) and F1@5 on new images only; every value is the mean over seeds, with the
 std of the test F1@5. Rows are ranked by test F1@5; ``chosen_on_validation`` marks the one
-method a practitioner would have deployed (best validation F1@5).
+method a practitioner would have deployed (best validation F1@5). ``with_significance`` adds
+each headline column's 95% bootstrap interval over the test posts and the paired tests of every
+method against that validation-chosen best (``evaluation.significance``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from tagrec_models.reporting import seed_summary
+from tagrec_models.evaluation.significance import Settings
+from tagrec_models.reporting import seed_summary, significance_columns
 
 RANK_METRIC = "f1@5"
 
@@ -113,3 +116,26 @@ def with_leakage_columns(
     out["n_test_posts_tags_not_in_groups"] = (
         float("nan") if n_unspelled_posts is None else int(n_unspelled_posts))
     return out
+
+
+INTERVAL_COLUMNS = {"f1@5": "f1@5", "p@5": "p@5", "r@5": "r@5", "ndcg@10": "ndcg@10", "map@10": "map@10",
+                    "label_f1@5": "label_f1@5", "n_plus@5": "n_plus@5"}
+"""Leaderboard column -> measure of ``evaluation.significance`` its interval is computed for."""
+
+TESTED = ("f1@5", "label_f1@5")
+"""Columns with a paired test against the best: ``p_vs_best`` / ``tied_with_best`` for F1@5
+(the ranking metric), ``label_f1@5_p_vs_best`` / ``label_f1@5_tied_with_best`` for per-label F1
+(the randomisation test on the images' predicted tag sets)."""
+
+
+def with_significance(table: pd.DataFrame, records: Mapping[str, pd.DataFrame],
+                      settings: Settings = Settings()) -> pd.DataFrame:
+    """``table`` with ``<column>_ci_low`` / ``<column>_ci_high`` for every column of
+    ``INTERVAL_COLUMNS`` and the Holm-adjusted paired tests of ``TESTED`` against the method
+    chosen on validation (the rank-1 method when no method has a validation score, which the
+    p-values then compare with the best on test, an optimistic reference). ``records``:
+    ``per_post``, ``predictions``, ``truth`` (``reporting.significance_columns``)."""
+    chosen = table.loc[table["chosen_on_validation"], "method"]
+    best = str(chosen.iloc[0]) if len(chosen) else str(table.sort_values("rank")["method"].iloc[0])
+    columns = {c: m for c, m in INTERVAL_COLUMNS.items() if c in table}
+    return significance_columns(table, columns, records, best, settings, tested=[c for c in TESTED if c in columns])

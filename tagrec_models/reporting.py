@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from tagrec_models.artifacts import TrainedModel  # noqa: E402
+from tagrec_models.evaluation import significance as sig  # noqa: E402
 
 MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
             "label_precision", "label_recall", "label_f1", "n_plus", "ccs")
@@ -168,11 +169,18 @@ def lines_plot(
 
 
 def bar_plot(table: pd.DataFrame, x: str, ys: Sequence[str], title: str) -> bytes:
+    """Grouped bars of ``ys`` per ``x``; a column with ``<column>_ci_low`` / ``_ci_high`` beside
+    it gets its bootstrap interval as an error bar (``significance_columns``)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.2), dpi=110)
     width = 0.8 / max(len(ys), 1)
     positions = np.arange(len(table))
     for i, column in enumerate(ys):
-        ax.bar(positions + i * width, table[column], width, label=column)
+        errors = None
+        if f"{column}_ci_low" in table and f"{column}_ci_high" in table:
+            values = table[column].to_numpy(dtype=float)
+            errors = np.nan_to_num(np.vstack([values - table[f"{column}_ci_low"].to_numpy(dtype=float),
+                                              table[f"{column}_ci_high"].to_numpy(dtype=float) - values]).clip(min=0))
+        ax.bar(positions + i * width, table[column], width, label=column, yerr=errors, capsize=2)
     ax.set_xticks(positions + width * (len(ys) - 1) / 2)
     ax.set_xticklabels(table[x], rotation=30, ha="right", fontsize=8)
     ax.set_title(title)
@@ -232,3 +240,113 @@ def tuning_history_plot(trials: pd.DataFrame, title: str) -> bytes:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def significance_columns(
+    table: pd.DataFrame,
+    columns: Mapping[str, str],
+    records: Mapping[str, pd.DataFrame],
+    best: str | None,
+    settings: sig.Settings = sig.Settings(),
+    scenario_posts: Mapping[str, Sequence[str] | None] | None = None,
+    tested: Sequence[str] = (),
+    estimates: bool = False,
+) -> pd.DataFrame:
+    """``table`` with a bootstrap interval for each of ``columns`` (table column -> measure of
+    ``significance.MEASURES`` or ``LABEL_MEASURES``): ``<column>_ci_low`` / ``<column>_ci_high``;
+    and for each column of ``tested`` the Holm-adjusted p-value of the paired randomisation
+    test against ``best`` (the validation-chosen best) and the tie mark: ``p_vs_best`` /
+    ``tied_with_best`` for the first, ``<column>_p_vs_best`` / ``<column>_tied_with_best`` for
+    the others. ``records``: ``per_post`` (split, method, seed, post, metric, value),
+    ``predictions`` (split, method, seed, post, tag) and ``truth`` (split, post, tag).
+    ``scenario_posts`` (scenario -> its posts; ``None``: all) gives a table with a ``scenario``
+    column its rows' posts; without it every row is the ``all`` posts. Rows of methods without
+    per-post records stay NaN. ``estimates``: also write each column's value from the records
+    (the mean over seeds, and over splits where there are several). See ``evaluation.significance`` for the methods."""
+    out = table.copy()
+    scenario_posts = dict(scenario_posts or {"all": None})
+    scenario_of = out["scenario"] if "scenario" in out else pd.Series("all", index=out.index)
+    for column in columns:
+        if estimates:
+            out[column] = np.nan
+        out[f"{column}_ci_low"] = np.nan
+        out[f"{column}_ci_high"] = np.nan
+    names = {column: ("p_vs_best", "tied_with_best") if i == 0 else (f"{column}_p_vs_best", f"{column}_tied_with_best")
+             for i, column in enumerate(tested)}
+    for p_name, tie_name in names.values():
+        out[p_name] = np.nan
+        out[tie_name] = pd.NA
+    done: dict[object, dict] = {}  # a scenario with the same posts as another (every test image new) is not redone
+    for scenario, posts in scenario_posts.items():
+        rows = scenario_of == scenario
+        if not rows.any():
+            continue
+        every = set(records["per_post"]["post"])
+        cache_key = None if posts is None or set(posts) >= every else tuple(sorted(posts))
+        if cache_key not in done:
+            done[cache_key] = _significance(columns, records, best, settings, posts, tested)
+        intervals, tests = done[cache_key]
+        for column, by_method in intervals.items():
+            for method, interval in by_method.items():
+                at = rows & (out["method"] == method)
+                out.loc[at, f"{column}_ci_low"] = interval.low
+                out.loc[at, f"{column}_ci_high"] = interval.high
+                if estimates:
+                    out.loc[at, column] = interval.estimate
+        for column, compared in tests.items():
+            p_name, tie_name = names[column]
+            for method, row in compared.iterrows():
+                at = rows & (out["method"] == method)
+                out.loc[at, p_name] = row["p_vs_best"]
+                out.loc[at, tie_name] = bool(row["tied_with_best"])
+    for _, tie_name in names.values():
+        out[tie_name] = out[tie_name].astype("boolean")
+    return out
+
+
+def _significance(columns: Mapping[str, str], records: Mapping[str, pd.DataFrame], best: str | None,
+                  settings: sig.Settings, posts: Sequence[str] | None, tested: Sequence[str]):
+    """The intervals (column -> method -> Interval) and the tests (column -> frame of
+    ``significance.compare_with_best`` by method) of one set of posts."""
+    intervals: dict[str, dict[str, sig.Interval]] = {}
+    values_of: dict[str, tuple[dict, sig.Statistic]] = {}
+    label = sorted({m for m in columns.values() if m in sig.LABEL_MEASURES})
+    if label:
+        values = sig.label_values(records["predictions"], records["truth"], posts)
+        statistics = {m: sig.LABEL_MEASURES[m] for m in label}
+        found = {method: sig.bootstrap_intervals(v, statistics, settings.n_resamples, settings.level, settings.seed)
+                 for method, v in values.items()}
+        for measure in label:
+            values_of[measure] = (values, statistics[measure])
+    for column, measure in columns.items():
+        if measure in sig.LABEL_MEASURES:
+            intervals[column] = {method: by_measure[measure] for method, by_measure in found.items()}
+            continue
+        if measure not in values_of:
+            values_of[measure] = (sig.post_values(records["per_post"], measure, posts), sig.MEASURES[measure][1])
+        values, statistic = values_of[measure]
+        intervals[column] = {method: sig.bootstrap_interval(v, statistic, settings.n_resamples, settings.level,
+                                                            settings.seed) for method, v in values.items()}
+    tests = {}
+    for column in tested:
+        values, statistic = values_of[columns[column]]
+        if best is not None and best in values:
+            tests[column] = sig.compare_with_best(values, best, statistic, settings, intervals=False).set_index("method")
+    return intervals, tests
+
+
+def interval_view(table: pd.DataFrame, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """``table`` for reading: every column with ``_ci_low`` / ``_ci_high`` beside it shown as
+    ``0.471 [0.43, 0.51]`` (``significance.format_interval``), the bound columns dropped; a
+    ``tied_with_best`` column shown as "tied" / "" ."""
+    out = table.copy()
+    names = columns if columns is not None else [c for c in table.columns if f"{c}_ci_low" in table]
+    for column in names:
+        if column not in out or f"{column}_ci_low" not in out:
+            continue
+        out[column] = [sig.format_interval(e, lo, hi) for e, lo, hi in
+                       zip(out[column], out[f"{column}_ci_low"], out[f"{column}_ci_high"])]
+        out = out.drop(columns=[f"{column}_ci_low", f"{column}_ci_high"])
+    for tie in [c for c in out.columns if c.endswith("tied_with_best")]:
+        out[tie] = ["tied" if pd.notna(v) and bool(v) else "" for v in out[tie]]
+    return out

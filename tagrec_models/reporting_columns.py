@@ -11,6 +11,9 @@ Their names follow a grammar, and so do the descriptions:
 * ``<column>_std``: the sample standard deviation over seeds of ``<column>``;
 * ``val_<column>`` / ``test_<column>``: ``<column>`` on the validation / test posts;
 * ``<column>_new_images``: ``<column>`` on the test posts whose image was never seen in training;
+* ``<column>_ci_low`` / ``<column>_ci_high``: the bounds of ``<column>``'s bootstrap interval
+  over the test posts; ``<column>_p_vs_best`` / ``<column>_tied_with_best``: its paired test
+  against the validation-chosen best (``evaluation.significance``);
 * anything else is named once in ``EXACT``.
 
 ``describe_column`` answers for one name (``None`` when it does not know it) and
@@ -83,6 +86,38 @@ EXACT = {
     "label_R": "Per-label recall at 5 tags per image, averaged over tags (the classic Corel5k table)",
     "label_F1": "Per-label F1: F1 of label_P and label_R (the classic Corel5k table)",
     "N+": "N+: number of tags recalled at least once at 5 tags per image (the classic Corel5k table)",
+    "p_vs_best": ("Holm-adjusted p-value (across the table's other methods) of a two-sided paired randomisation "
+                  "test of the table's headline measure (leaderboard and paper 1: F1@5; paper 2: NDCG@10; "
+                  "paper 3: AF) against the method chosen on validation, on the same test posts (1 for that "
+                  "method; evaluation.significance)"),
+    "tied_with_best": ("True when p_vs_best >= alpha (0.05 by default) or the row is the validation-chosen best: "
+                       "the test posts cannot tell this method from the best"),
+    "per_image_setting": ("The scoring-only setting (JSON) the per-image columns were scored at, chosen on validation "
+                          "per-image F1 (studies.tuning); 'as tuned' for a model without scoring fields"),
+    "per_label_setting": ("The scoring-only setting (JSON) the per-label columns (label P / R / F1, N+) were scored at, "
+                          "chosen on validation per-label F1 (studies.tuning); 'as tuned' for a model without scoring fields"),
+    "final_fit": "What the final fits were trained on: 'train+val' (the chosen setting refit) or 'train'",
+    "groups_spell_test_tags": ("Share of the dataset's test tag assignments that a token of the post's own groups spells "
+                               "(NaN without groups; the same on every row; leakage guard, issue 15)"),
+    "test_near_duplicates": ("Share of the test images within the near-duplicate distance of a training image "
+                             "(the same on every row; leakage guard, issue 15)"),
+    "f1@5_tags_not_in_groups": ("F1@5 (mean over seeds) on the test posts none of whose tags their groups spell; "
+                                "NaN for methods that do not read groups (leakage guard, issue 15)"),
+    "n_test_posts_tags_not_in_groups": "Number of test posts none of whose tags their groups spell (leakage guard, issue 15)",
+    "n_splits": "Number of leave-posts-out splits the row pools (split 0 = the graph's own; each tuned and fitted on its own validation part)",
+    "split": "Which split of the dataset the row's test posts belong to (0: the recipe's split)",
+    "post": "The test post: '<user id>/<photo id>'",
+    "metric": ("The measure the row's value is of: in results.per_post p@5, r@5 (precision / recall of the top 5 "
+               "tags; F1@5 of paper 1 eq. 12 is F1 of their means), f1@5 (the post's own F1 of the top 5), ndcg@10, "
+               "map@10 (the post's AP@10); in results.tuning the validation measure of the metric family"),
+    "value": "The row's value of its metric (one test post's in results.per_post; on validation in results.tuning)",
+    "family": "Metric family of the tuning row: 'per_image' (chosen on F1@5) or 'per_label' (chosen on per-label F1)",
+    "trial": "Trial number of the tuning engine (0 = the model's defaults)",
+    "params": "The trial's hyper-parameters, as JSON",
+    "state": "Optuna state of the trial (COMPLETE, PRUNED, FAIL)",
+    "best_epoch": "Epoch with the best validation score in the trial (epoch-based models; empty otherwise)",
+    "position": "Position of the tag among the post's recommended tags (1 = first)",
+    "tag": "A tag the method recommends for the post (its top 5 at the per-label operating point)",
 }
 
 _PARTS = {"val": "validation", "test": "test"}
@@ -92,9 +127,21 @@ _AT_K = re.compile(r"^(?P<measure>[a-z_0-9]+?)@(?P<k>\d+)$")
 def describe_column(name: str, part: str = "test") -> str | None:
     """The meaning of results column ``name`` (``None`` if unknown); ``part`` names the posts
     the measures are taken on when the name does not (``val_`` / ``test_`` prefixes do)."""
+    if name in EXACT:  # named once, even where it looks like the grammar (test_near_duplicates)
+        return EXACT[name]
     if name.endswith("_std"):
         base = describe_column(name[: -len("_std")], part)
         return f"Sample standard deviation over seeds (ddof=1) of {name[: -len('_std')]}: {base}" if base else None
+    for suffix, bound in (("_ci_low", "Lower"), ("_ci_high", "Upper")):
+        if name.endswith(suffix):
+            base = describe_column(name[: -len(suffix)], part)
+            return (f"{bound} bound of the 95% percentile bootstrap interval over the test posts (resampled "
+                    f"with replacement, seeds averaged on each resample) of {name[: -len(suffix)]}: {base}"
+                    if base else None)
+    for suffix in ("_p_vs_best", "_tied_with_best"):
+        if name.endswith(suffix) and name != suffix[1:]:
+            base = describe_column(name[: -len(suffix)], part)
+            return f"{EXACT[suffix[1:]]}; here for {name[: -len(suffix)]}: {base}" if base else None
     if name.endswith("_new_images"):
         base = describe_column(name[: -len("_new_images")], part)
         return f"{base}; only test posts whose image is not in training (scenario new_images)" if base else None

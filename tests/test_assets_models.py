@@ -5,6 +5,7 @@ column in the UI."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -35,6 +36,13 @@ def run_config(sample: Path) -> dict:
                  for k, v in get_recommender(method).contract_overrides.items()}
         ops[f"openclipart__model_{method}"] = {"config": {"seeds": [0, 1], "params": small,
                                                           "n_trials": 2, "retune_trials": 2}}
+    # Issue 12: a second split, each model tuned and fitted on it with the same small settings.
+    ops["openclipart__repeated_splits"] = {"config": {
+        **RECIPE, "n_splits": 2, "seeds": [0], "n_trials": 1, "retune_trials": 2,
+        "params_json": json.dumps({m: {k: list(v) if isinstance(v, tuple) else v
+                                       for k, v in get_recommender(m).contract_overrides.items()}
+                                   for m in dataset_methods(OPENCLIPART)}),
+        "significance": {"n_resamples": 200}}}
     return {"ops": ops}
 
 
@@ -69,6 +77,16 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
             "n_test_posts_tags_not_in_groups FROM results.leaderboard WHERE dataset = 'openclipart'"
         ).df().set_index("method")
         tuning = con.execute("SELECT * FROM results.tuning WHERE dataset = 'openclipart'").df()
+        # Issue 12: every row has its interval and its test against the validation-chosen best.
+        uncertainty = con.execute(
+            "SELECT method, \"f1@5\", \"f1@5_ci_low\", \"f1@5_ci_high\", p_vs_best, tied_with_best, "
+            "chosen_on_validation FROM results.leaderboard WHERE dataset = 'openclipart'").df()
+        per_post = con.execute(
+            "SELECT method, seed, split, count(*) AS n FROM results.per_post WHERE dataset = 'openclipart' "
+            "AND metric = 'f1@5' GROUP BY ALL").df()
+        paper1_p = con.execute("SELECT p_vs_best FROM results.paper1_results WHERE dataset = 'openclipart'").df()
+        repeated = con.execute("SELECT * FROM results.repeated_splits WHERE dataset = 'openclipart'").df()
+        splits = con.execute("SELECT DISTINCT split FROM results.per_post WHERE dataset = 'openclipart'").df()
     every_method = set(dataset_methods(OPENCLIPART))
     assert set(leaderboard["method"]) == every_method
     # What was tuned is visible: trials for every method, one chosen per (method, family).
@@ -78,6 +96,19 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
     assert list(leaderboard["rank"]) == list(range(1, len(every_method) + 1))
     assert leaderboard["f1@5"].is_monotonic_decreasing
     assert leaderboard["chosen_on_validation"].sum() == 1
+    assert uncertainty[["f1@5_ci_low", "f1@5_ci_high", "p_vs_best", "tied_with_best"]].notna().all().all()
+    assert (uncertainty["f1@5_ci_low"] <= uncertainty["f1@5"] + 1e-9).all()
+    assert (uncertainty["f1@5"] <= uncertainty["f1@5_ci_high"] + 1e-9).all()
+    best = uncertainty[uncertainty["chosen_on_validation"]].iloc[0]
+    assert best["p_vs_best"] == 1.0 and best["tied_with_best"]
+    # One row per (method, seed, split, test post) for F1@5: two seeds, the same posts for all.
+    assert set(per_post["method"]) == every_method and (per_post["seed"].nunique() == 2)
+    assert per_post["n"].nunique() == 1 and per_post["n"].iloc[0] > 0
+    assert paper1_p["p_vs_best"].notna().any()
+    # Repeated splits: every method over both splits, its pooled interval and its test.
+    assert set(repeated["method"]) == every_method and (repeated["n_splits"] == 2).all()
+    assert repeated[["f1@5", "f1@5_ci_low", "f1@5_ci_high", "p_vs_best", "tied_with_best"]].notna().all().all()
+    assert sorted(splits["split"]) == [0, 1]
     # Leakage columns (issue 15): the sample's folders spell some test tags; only group-aware
     # rows get the score on the posts whose folders spell none.
     assert 0 < leakage["groups_spell_test_tags"].iloc[0] <= 1

@@ -21,3 +21,14 @@ def test_recipe_preset_reaches_preprocessing_and_splits():
     assert ops["openclipart__preprocess"] == {"config": {"profile": "nuswide"}}
     assert ops["openclipart__splits"] == {"config": {"profile": "nuswide"}}
     assert ops["openclipart__model_pitf"]["config"]["n_trials"] == FULL_TRIALS
+
+
+def test_repeated_splits_are_one_in_the_quick_profile_and_five_in_the_full():
+    """Issue 12: `make demo` fits nothing extra (R = 1); the full profile compares 5 splits with
+    the profile's budget, and the recipe preset reaches the re-splits too."""
+    quick = run_config(defs.resolve_job_def("openclipart_all"), "quick")["ops"]["openclipart__repeated_splits"]
+    assert quick["config"]["n_splits"] == 1
+    full = run_config(defs.resolve_job_def("openclipart_all"), "full", recipe="nuswide")["ops"]
+    config = full["openclipart__repeated_splits"]["config"]
+    assert config["n_splits"] == 5 and config["n_trials"] == FULL_TRIALS and config["profile"] == "nuswide"
+    assert "corel5k__repeated_splits" not in run_config(defs.resolve_job_def("corel5k_all"), "quick")["ops"]

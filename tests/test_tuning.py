@@ -196,3 +196,28 @@ def test_retuned_copies_reuse_what_scoring_derives_from_the_fit(name):
     fit.fit(data)  # a refit forgets what the old fit derived
     fit.retune(**{field: 0.5}).score(data.val, data.side)
     assert len(calls) == 2
+
+
+def test_per_post_records_recompute_the_runs_columns(tmp_path):
+    """Issue 12: the per-post values and predicted tag sets kept for the intervals give back the
+    table's numbers (mean P@5 / R@5 of the posts, per-label F1 and N+ from the tag sets)."""
+    from tagrec_models.evaluation import significance as sig
+    from tagrec_models.experiment import evaluate_with_posts, held_out_truth
+
+    data, test = split()
+    trained = train_model("two_pknn", "fixture", data, tmp_path, seeds=(0, 1), n_trials=2, retune_trials=4)
+    bundle = SplitBundle(vocab=None, train=data.train, val=data.val, test=test)
+    runs, records = evaluate_with_posts(trained, bundle, data.side, {"test": ("all",)})
+    at5 = runs["test"][runs["test"]["k"] == 5].set_index("seed")
+    per_post = records.per_post.assign(split=0)
+    assert len(per_post[per_post["metric"] == "f1@5"]) == 2 * test.n_posts
+    for seed in (0, 1):
+        rows = per_post[per_post["seed"] == seed]
+        assert rows[rows["metric"] == "p@5"]["value"].mean() == pytest.approx(at5.loc[seed, "precision"])
+        assert rows[rows["metric"] == "r@5"]["value"].mean() == pytest.approx(at5.loc[seed, "recall"])
+    f1 = sig.post_values(per_post, "f1@5")["two_pknn"][0]
+    assert sig.bootstrap_interval(f1, sig.f1_statistic, 50).estimate == pytest.approx(at5["f1"].mean())
+    labels = sig.label_values(records.predictions.assign(split=0), held_out_truth(bundle).assign(split=0))
+    means = labels["two_pknn"][0].mean(axis=1)  # [n_seeds, 3 L]
+    np.testing.assert_allclose(sig.per_label_statistic(means), at5["label_f1"].to_numpy())
+    np.testing.assert_allclose(sig.n_plus_statistic(means), at5["n_plus"].to_numpy())

@@ -97,6 +97,43 @@ def harmonic(p: np.ndarray, r: np.ndarray) -> np.ndarray:
         return np.where(p + r > 0, 2 * p * r / (p + r), 0.0)
 
 
+@dataclass(frozen=True)
+class PostMetrics:
+    """Each post's own values at k = 1..k_max (``[n_kept, k_max]``) for the posts that have a
+    true tag (``kept``: their row numbers in the input): precision, recall, NDCG and AP, the
+    per-post terms that ``metrics_at_k`` averages. Kept for the bootstrap intervals and paired
+    tests over test posts (``evaluation.significance``)."""
+
+    kept: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    ndcg: np.ndarray
+    ap: np.ndarray
+
+    @property
+    def f1(self) -> np.ndarray:
+        """Each post's own F1 at each k (the terms of ``mean_post_f1``)."""
+        return harmonic(self.precision, self.recall)
+
+
+def post_metrics(scores: np.ndarray, truth: sparse.csr_matrix, k_max: int = 10) -> PostMetrics:
+    """The per-post terms of ``metrics_at_k`` (see there for each formula)."""
+    scores = np.asarray(scores)  # top_k ranks any float dtype as is (no float64 copy)
+    rel, n_true = _hits(scores, truth, k_max)
+    keep = n_true > 0
+    rel, n_true = rel[keep], n_true[keep]
+    k = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
+    cum_hits = np.cumsum(rel, axis=1)
+    post_p = cum_hits / k
+    post_r = cum_hits / n_true[:, None] if len(n_true) else cum_hits
+    discounts = 1.0 / np.log2(k + 1.0)
+    dcg = np.cumsum(rel * discounts, axis=1)
+    ideal_hits = np.minimum(n_true[:, None], k[None, :])
+    ideal = np.cumsum(discounts)[ideal_hits.astype(int) - 1]
+    ap = np.cumsum(post_p * rel, axis=1) / np.minimum(n_true[:, None], k[None, :])
+    return PostMetrics(kept=np.flatnonzero(keep), precision=post_p, recall=post_r, ndcg=dcg / ideal, ap=ap)
+
+
 def metrics_at_k(scores: np.ndarray, truth: sparse.csr_matrix, k_max: int = 10) -> AtK:
     """Prec@K, Recall@K and F1@K for K = 1..k_max, with NDCG@K and MAP@K beside them.
 
@@ -108,36 +145,20 @@ def metrics_at_k(scores: np.ndarray, truth: sparse.csr_matrix, k_max: int = 10) 
       min(|T_p|, K) hits (paper 2, section 5.3).
     * MAP@K: AP@K = sum_i Prec@i * rel_i / min(|T_p|, K), averaged over posts.
     """
-    scores = np.asarray(scores)  # top_k ranks any float dtype as is (no float64 copy)
-    rel, n_true = _hits(scores, truth, k_max)
-    keep = n_true > 0
-    rel, n_true = rel[keep], n_true[keep]
-    n_posts = int(keep.sum())
+    posts = post_metrics(scores, truth, k_max)
+    n_posts = len(posts.kept)
     if n_posts == 0:
         raise ValueError("no post with a true tag: the metrics are undefined")
-    k = np.arange(1, rel.shape[1] + 1, dtype=np.float64)
-    cum_hits = np.cumsum(rel, axis=1)
-    post_p = cum_hits / k
-    post_r = cum_hits / n_true[:, None]
-    precision, recall = post_p.mean(axis=0), post_r.mean(axis=0)
-
-    discounts = 1.0 / np.log2(k + 1.0)
-    dcg = np.cumsum(rel * discounts, axis=1)
-    ideal_hits = np.minimum(n_true[:, None], k[None, :])
-    ideal = np.cumsum(discounts)[ideal_hits.astype(int) - 1]
-    ndcg = (dcg / ideal).mean(axis=0)
-
-    ap = np.cumsum(post_p * rel, axis=1) / np.minimum(n_true[:, None], k[None, :])
-
+    precision, recall = posts.precision.mean(axis=0), posts.recall.mean(axis=0)
     return AtK(
         precision=precision,
         recall=recall,
         f1=harmonic(precision, recall),
-        mean_post_f1=harmonic(post_p, post_r).mean(axis=0),
-        ndcg=ndcg,
-        map=ap.mean(axis=0),
+        mean_post_f1=posts.f1.mean(axis=0),
+        ndcg=posts.ndcg.mean(axis=0),
+        map=posts.ap.mean(axis=0),
         n_posts=n_posts,
-        n_empty=int((~keep).sum()),
+        n_empty=int(np.asarray(scores).shape[0] - n_posts),
     )
 
 
