@@ -29,8 +29,8 @@ rank below them by training popularity.
 **Where the blend is learned (fairness).** Model selection (``studies.tuning``) scores each
 fit on the validation posts, so the blend must not see them: it is learned on an *inner
 hold-out carved from the posts ``fit`` receives* (``data.train``; under the final protocol
-that is train + validation, ``experiment.train_and_validation``). ``holdout_per_user`` posts
-of every user with at least ``min_user_posts`` posts are drawn (seeded), the sources are
+that is train + validation, ``experiment.train_and_validation``). ``holdout_share`` of the posts
+of every user with at least ``min_user_posts`` posts are drawn (seeded; at least one each), the sources are
 fitted on the rest and score the hold-out posts, and the ranker learns from those rows; then
 the sources are refitted on all the posts ``fit`` received, so scoring uses all the history.
 ``data.val`` is never read: validation stays for tuning and model selection only.
@@ -95,8 +95,9 @@ class PersonalHybridConfig(RecommenderConfig):
     """Paper 2, eq. 6's d of the weighted random walk (paper: 0.85)."""
     n_candidates: int = 30
     """Top tags taken from each source into a post's candidate set."""
-    holdout_per_user: int = 1
-    """Posts per user held out of the sources' fit to train the ranker on."""
+    holdout_share: float = 0.25
+    """Share of each user's posts held out of the sources' fit to train the ranker on (at
+    least one per user with ``min_user_posts``; openclipart has few users with many posts each)."""
     min_user_posts: int = 2
     """A user gives hold-out posts only with at least this many posts (so history remains)."""
     cold_share: float = 0.15
@@ -117,7 +118,7 @@ class PersonalHybridConfig(RecommenderConfig):
     """Posts whose features are built together (bounds the [posts, training images] blocks)."""
 
     def __post_init__(self) -> None:
-        for name in ("k_visual", "k_group", "n_candidates", "holdout_per_user", "max_iter", "batch_size"):
+        for name in ("k_visual", "k_group", "n_candidates", "max_iter", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.min_user_posts < 2:
@@ -128,7 +129,7 @@ class PersonalHybridConfig(RecommenderConfig):
             raise ValueError(f"lam must lie in [0, 1], got {self.lam}")
         if not 0.0 < self.damping < 1.0:
             raise ValueError(f"damping must lie in (0, 1), got {self.damping}")
-        for name in ("cold_share", "no_group_share"):
+        for name in ("holdout_share", "cold_share", "no_group_share"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
 
@@ -233,14 +234,15 @@ class PersonalHybrid(Recommender):
         self.sources = Sources.fit(train, data.side, cfg)
 
     def _holdout(self, train: Posts, rng: np.random.Generator) -> np.ndarray:
-        """``holdout_per_user`` posts drawn from each user with ``min_user_posts`` posts or more."""
+        """``holdout_share`` of the posts (at least one, never all) of each user with
+        ``min_user_posts`` posts or more, drawn with the config's seed."""
         cfg = self.config
         known = np.flatnonzero(train.user >= 0)
         held = []
         for user in np.unique(train.user[known]):
             mine = known[train.user[known] == user]
             if len(mine) >= cfg.min_user_posts:
-                take = min(cfg.holdout_per_user, len(mine) - 1)
+                take = min(max(1, int(round(cfg.holdout_share * len(mine)))), len(mine) - 1)
                 held.append(rng.choice(mine, size=take, replace=False))
         return np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
 
