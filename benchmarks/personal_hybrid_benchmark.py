@@ -15,6 +15,10 @@ model: the validation F1@5 that model selection uses (the tuning score of the ch
 (paper 1, eq. 12) as mean and std over seeds, and the wall time of training (tuning + refits)
 and of scoring the test posts. The model chosen on validation is marked. The CPU may be
 shared: compare times within one run.
+
+``--cold-start`` also scores each model's fits on the test posts as if every test user were
+unknown (index -1), as if no test image had groups, and both, and prints the test F1@5 of
+each case: what each model falls back to (the hybrid's docstring says what it should).
 """
 
 from __future__ import annotations
@@ -26,14 +30,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tagrec_models.bundle import build_bundle  # noqa: E402
+from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo  # noqa: E402
+from tagrec_models.evaluation.metrics import metrics_at_k  # noqa: E402
 from tagrec_models.experiment import FEATURE_SOURCES, evaluate_parts, side_info, train_model  # noqa: E402
 from tagrec_models.paths import DataHome  # noqa: E402
-from tagrec_models.recommenders.registry import get_recommender  # noqa: E402
+from tagrec_models.recommenders.registry import get_recommender, load_model  # noqa: E402
 from tagrec_models.studies.tuning import PER_IMAGE  # noqa: E402
 
 # The demo's budgets (``pipelines.demo.PROFILES``; the library may not import pipelines).
@@ -54,11 +62,28 @@ def load(home: DataHome, dataset: str):
     return bundle, side_info(bundle, arrays, None, groups)
 
 
+def cold_start_f1(trained, bundle, side: SideInfo) -> dict[str, float]:
+    """Test F1@5 (mean over seeds) with the test users hidden, the test images' groups
+    removed, and both."""
+    test = bundle.test
+    cold = Posts(user=np.full(test.n_posts, UNKNOWN_USER), image=test.image, tags=test.tags,
+                 n_users=test.n_users, n_images=test.n_images)
+    keep = np.ones(side.image_groups.shape[0])
+    keep[test.image] = 0.0
+    bare = SideInfo(features=side.features, patches=side.patches,
+                    image_groups=sparse.csr_matrix(sparse.diags(keep) @ side.image_groups))
+    cases = {"no_user": (cold, side), "no_groups": (test, bare), "neither": (cold, bare)}
+    models = [load_model(path) for _, path in sorted(trained.model_paths.items())]
+    return {case: float(np.mean([metrics_at_k(m.score(posts, s), posts.tags, k_max=5).f1[4] for m in models]))
+            for case, (posts, s) in cases.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="openclipart")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="quick")
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--cold-start", action="store_true", help="also score hiding users and groups")
     args = parser.parse_args()
     n_trials, retunes, seeds = PROFILES[args.profile]
     bundle, side = load(DataHome.from_env(), args.dataset)
@@ -81,6 +106,7 @@ def main() -> None:
             rows.append({"method": name, "val_f1@5": trained.validation_scores.get(PER_IMAGE, float("nan")),
                          "test_f1@5": at5["f1"].mean(), "test_f1@5_std": at5["f1"].std(ddof=0),
                          "train_s": train_seconds, "test_score_s": score_seconds,
+                         **(cold_start_f1(trained, bundle, side) if args.cold_start else {}),
                          "config": {k: v for k, v in trained.config.items() if k in get_recommender(name).search_space}})
             print(f"{name}: val F1@5 {rows[-1]['val_f1@5']:.4f}, test F1@5 {rows[-1]['test_f1@5']:.4f} "
                   f"(std {rows[-1]['test_f1@5_std']:.4f}), train {train_seconds:.1f} s, "
