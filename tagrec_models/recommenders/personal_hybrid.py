@@ -64,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo, TrainingData
 from tagrec_models.graph.random_walk import walk_tag_scores
@@ -211,7 +212,15 @@ class PersonalHybrid(Recommender):
         side.require_groups()
 
     # -- fit --------------------------------------------------------------------------------
+    # One thread for BLAS and the booster's OpenMP loops (threadpoolctl, scikit-learn's own
+    # dependency): the work is small, and with the CPU shared (the demo runs steps side by
+    # side on two cores) OpenMP's waiting threads made an openclipart fit take 12-30 s
+    # instead of 1.2-1.6 s on one thread (measured on the project's 2-core machine).
     def _fit(self, data: TrainingData) -> None:
+        with threadpool_limits(limits=1):
+            self._fit_sources_and_ranker(data)
+
+    def _fit_sources_and_ranker(self, data: TrainingData) -> None:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
         train = data.train
@@ -349,11 +358,16 @@ class PersonalHybrid(Recommender):
             blocks.append(np.column_stack([columns[name] for name in FEATURE_NAMES]))
             post_index.append(q + start)
             tag_index.append(t)
-        rows = np.concatenate(blocks) if blocks else np.empty((0, len(FEATURE_NAMES)))
-        return rows, (np.concatenate(post_index), np.concatenate(tag_index))
+        if not blocks:  # no posts
+            return np.empty((0, len(FEATURE_NAMES))), (np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64))
+        return np.concatenate(blocks), (np.concatenate(post_index), np.concatenate(tag_index))
 
     # -- score ------------------------------------------------------------------------------
     def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
+        with threadpool_limits(limits=1):  # as in ``_fit``
+            return self._ranked(posts, side)
+
+    def _ranked(self, posts: Posts, side: SideInfo) -> np.ndarray:
         sources = self.sources
         rows, (q, t) = self._features(sources, posts, side)
         if self.ranker is not None:
