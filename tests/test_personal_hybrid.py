@@ -135,3 +135,8 @@ def test_holdout_takes_a_share_of_each_users_posts_and_keeps_history():
     # A quarter, rounded, at least one and never all: user 0 (3 posts) 1, user 1 (a single
     # post) none, user 2 (2 posts) 1, user 3 (8 posts) 2.
     assert sorted(users[held].tolist()) == [0, 2, 3, 3]
+
+
+def test_no_posts_give_an_empty_score_matrix():
+    model, side, posts, _ = fitted()
+    assert model.score(posts(np.arange(0)), side).shape == (0, N_TAGS)
