@@ -66,6 +66,7 @@ EXACT = {
     "k": "Number of recommended tags (or canonical pairs) the row's measures are taken at",
     "rank": "Rank by test F1@5 (1 = best); ties keep the table order",
     "papers": "The paper tables the method appears in",
+    "representation": "The image representation the method read: for the CNN embedding the backbone, input side, flip averaging and stages of the features run (extraction_settings.json); else the side inputs it needs",
     "personalised": "Whether the method reads the user (a user never seen in training gets a non-personalised fallback)",
     "chosen_on_validation": "The method a practitioner would deploy: best validation F1@5 (test never looked at)",
     "chosen": "The setting chosen on VALIDATION (never on test): the best validation measure of the study",
