@@ -7,6 +7,7 @@ import dagster as dg
 from assets.datasets import DatasetSpec
 from assets.features import feature_assets
 from assets.ingest import ingest_assets
+from assets.label_thresholds import label_thresholds_asset
 from assets.leaderboard import leaderboard_asset
 from assets.leakage import leakage_checks
 from assets.papers import paper_assets
@@ -24,5 +25,7 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *feature_assets(spec),
         *paper_assets(spec),
         leaderboard_asset(spec),
+        # Corel5k's second protocol (issue 13): datasets without users only (the literature's)
+        *([] if spec.has_users else [label_thresholds_asset(spec)]),
         *leakage_checks(spec),
     ]

@@ -45,3 +45,49 @@ def test_labels_with_too_few_validation_images_get_the_global_threshold():
     chosen = choose_thresholds(SCORES, TRUTH, min_positives=2)
     assert chosen.per_label.tolist() == [True, False]
     assert chosen.values[0] == 0.3 and chosen.values[1] == chosen.global_value
+
+
+def test_the_thresholds_table_fits_on_train_only_and_never_reads_test_labels():
+    """The table's fit is the tuned configuration on train only; the thresholds come from
+    validation; scrambling the test labels changes the test numbers but never the thresholds
+    (so no test label reaches the choice)."""
+    import dataclasses
+
+    from tagrec_models.artifacts import TrainedModel
+    from tagrec_models.bundle import SplitBundle
+    from tagrec_models.data import Posts, SideInfo, Vocabulary
+    from tagrec_models.studies import label_thresholds
+    from tagrec_models.recommenders.asl_probe import ASLProbeConfig
+
+    rng = np.random.default_rng(0)
+    n, dim, n_tags = 90, 8, 3
+    tag = np.arange(n) % n_tags
+    x = np.abs(rng.normal(size=(n_tags, dim))[tag] + 0.2 * rng.normal(size=(n, dim))).astype(np.float32)
+    y = sparse.csr_matrix((np.ones(n), (np.arange(n), tag)), shape=(n, n_tags))
+
+    def posts(rows, labels=y):
+        return Posts(user=np.zeros(len(rows), dtype=np.int64), image=rows, tags=labels[rows], n_users=1, n_images=n)
+
+    vocab = Vocabulary(users=("u",), images=tuple(map(str, range(n))), tags=("a", "b", "c"))
+    side = SideInfo(features={"cnn": x})
+    trained = TrainedModel(name="asl_probe", dataset="toy", config=dataclasses.asdict(ASLProbeConfig(steps=40)),
+                           model_paths={}, train_seconds={}, final_fit="train+val")
+    seen = []
+    original = label_thresholds.choose_thresholds
+
+    def spy(scores, truth, min_positives):
+        seen.append(original(scores, truth, min_positives=min_positives).values)
+        return original(scores, truth, min_positives=min_positives)
+
+    label_thresholds.choose_thresholds = spy
+    try:
+        bundle = SplitBundle(vocab, posts(np.arange(0, 60)), posts(np.arange(60, 75)), posts(np.arange(75, 90)))
+        table = label_thresholds.threshold_table([trained], bundle, side)
+        scrambled = sparse.csr_matrix((np.ones(n), (np.arange(n), (tag + 1) % n_tags)), shape=(n, n_tags))
+        bundle2 = SplitBundle(vocab, bundle.train, bundle.val, posts(np.arange(75, 90), scrambled))
+        table2 = label_thresholds.threshold_table([trained], bundle2, side)
+    finally:
+        label_thresholds.choose_thresholds = original
+    np.testing.assert_array_equal(seen[0], seen[1])
+    assert table.loc[0, "threshold_fit"] == "train" and table.loc[0, "thr_label_f1"] > 0.9
+    assert table2.loc[0, "thr_label_f1"] < 0.1
