@@ -24,6 +24,7 @@ settings are chosen on validation only.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import itertools
 import os
@@ -36,6 +37,7 @@ import torch
 
 from tagrec_models.data import Posts, SideInfo, TrainingData, Vocabulary
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
+from tagrec_models.evaluation.thresholds import choose_thresholds, thresholded_per_label_metrics
 from tagrec_models.features.backbone import compose_embedding, get_backbone_spec, load_backbone
 from tagrec_models.features.device import DeviceConfig, resolve_runtime
 from tagrec_models.features.extraction import ExtractionConfig, make_loader
@@ -136,46 +138,64 @@ def variants(cache: Path) -> dict[str, tuple[dict, str]]:
     return out
 
 
-def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, with_test: bool) -> dict:
+MODELS = {
+    # name -> (registered model, config overrides, scoring-only grid searched on validation)
+    "2pknn_cos": ("two_pknn", {"distances": ("cosine",)}, "knn"),
+    "2pknn": ("two_pknn", {}, "knn"),  # the registered defaults: cosine + kl (non-negative embeddings only)
+    "2pknn_ml": ("two_pknn_ml", {}, "knn"),
+    "asl_probe": ("asl_probe", {}, "probe"),
+}
+GRIDS = {
+    "knn": [dict(k1=k1, beta=b, rare_power=r) for k1, b, r in itertools.product(
+        (2, 3, 5, 10), (2.0, 5.0, 10.0, 20.0), (0.0, 0.25, 0.5, 0.75))],
+    "probe": [dict(rare_power=r) for r in (0.0, 0.25, 0.5, 0.75, 1.0)],
+}
+
+
+def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrides, with_test: bool) -> dict:
+    """For each model: fit on train minus validation; choose the per-label and the per-image
+    scoring settings on validation; with ``with_test``: per-label thresholds chosen on the
+    same fit's validation scores and applied to its test scores (the thresholds protocol), and
+    the 5-tag test numbers of a refit on train + validation at the chosen settings."""
     row_of = {str(i): r for r, i in enumerate(ids)}
     side = SideInfo(features={"cnn": emb[[row_of[p] for p in vocab.images]].astype(np.float32)})
     results = {}
-
-    def choose(model, grid, posts):
-        """(per-label best, per-image best) over scoring-only settings on ``posts``."""
-        best_label, best_image = None, None
-        for values in grid:
-            scores = model.retune(**values).score(posts, side)
-            lab = per_label_metrics(scores, posts.tags, k=5)
-            af = float(metrics_at_k(scores, posts.tags, 5).f1[4])
+    for name in models:
+        registered, config, grid_name = MODELS[name]
+        if "kl" in config.get("distances", ("cosine", "kl")) and registered == "two_pknn" and (emb < 0).any():
+            continue  # kl reads features as histograms
+        started = time.perf_counter()
+        cls = get_recommender(registered)
+        model = cls(**{**config, **overrides.get(name, {})}).fit(TrainingData(train=fit, side=side, val=val))
+        fit_seconds = time.perf_counter() - started
+        best_label = best_image = None
+        for values in GRIDS[grid_name]:
+            scores = model.retune(**values).score(val, side)
+            lab = per_label_metrics(scores, val.tags, k=5)
+            af = float(metrics_at_k(scores, val.tags, 5).f1[4])
             if best_label is None or lab.f1 > best_label[1].f1:
                 best_label = (values, lab)
             if best_image is None or af > best_image[1]:
                 best_image = (values, af)
-        return best_label, best_image
-
-    knn_grid = [dict(k1=k1, beta=b, rare_power=r) for k1, b, r in itertools.product(
-        (2, 3, 5, 10), (2.0, 5.0, 10.0, 20.0), (0.0, 0.25, 0.5, 0.75))]
-    probe_grid = [dict(rare_power=r) for r in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    fitted = {
-        "2pknn": get_recommender("two_pknn")(distances=("cosine",)),
-        "asl_probe": get_recommender("asl_probe")(),
-    }
-    for name, model in fitted.items():
-        model.fit(TrainingData(train=fit, side=side, val=val))
-        grid = knn_grid if name == "2pknn" else probe_grid
-        (lab_values, lab), (img_values, af) = choose(model, grid, val)
-        results[name] = {"val_label_f1": lab.f1, "val_n_plus": lab.n_plus, "val_af": af,
-                         "label_setting": lab_values, "image_setting": img_values}
-        if with_test:  # refit on train + validation at the validation-chosen settings
-            final = type(model)(model.config).fit(TrainingData(train=train_val, side=side))
+        (lab_values, lab), (img_values, af) = best_label, best_image
+        row = {"val_label_f1": lab.f1, "val_n_plus": lab.n_plus, "val_af": af, "fit_s": round(fit_seconds, 1),
+               "label_setting": lab_values, "image_setting": img_values}
+        if with_test:
+            tuned = model.retune(**lab_values)
+            chosen = choose_thresholds(tuned.score(val, side), val.tags)
+            thr = thresholded_per_label_metrics(tuned.score(test, side), test.tags, chosen)
+            final = cls(model.config).fit(TrainingData(train=train_val, side=side))
             lab_t = per_label_metrics(final.retune(**lab_values).score(test, side), test.tags, k=5)
             af_t = float(metrics_at_k(final.retune(**img_values).score(test, side), test.tags, 5).f1[4])
-            results[name].update(test_label_f1=lab_t.f1, test_n_plus=lab_t.n_plus, test_af=af_t)
+            row.update(test_label_p=lab_t.precision, test_label_r=lab_t.recall, test_label_f1=lab_t.f1,
+                       test_n_plus=lab_t.n_plus, test_af=af_t, thr_p=thr.precision, thr_r=thr.recall,
+                       thr_f1=thr.f1, thr_n_plus=thr.n_plus, thr_tags_per_image=thr.labels_per_image)
+        results[name] = row
     return results
 
 
-def evaluate(root: Path, cache: Path, with_test: bool, only: list[str] | None) -> pd.DataFrame:
+def evaluate(root: Path, cache: Path, with_test: bool, only: list[str] | None, models: list[str],
+             overrides: dict) -> pd.DataFrame:
     vocab, fit, val, train_val, test = splits(root)
     print(f"split: fit {fit.n_posts}, validation {val.n_posts}, test {test.n_posts} images, {vocab.n_tags} tags")
     rows = []
@@ -183,12 +203,14 @@ def evaluate(root: Path, cache: Path, with_test: bool, only: list[str] | None) -
         if only and tag not in only:
             continue
         start = time.perf_counter()
-        for model, r in evaluate_variant(ids, emb, vocab, fit, val, train_val, test, with_test).items():
+        for model, r in evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrides, with_test).items():
             rows.append({"representation": tag, "dim": emb.shape[1], "model": model, **r})
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
         print(f"{tag}: {time.perf_counter() - start:.0f} s", flush=True)
     frame = pd.DataFrame(rows)
-    for column in [c for c in frame if c.endswith(("f1", "_af"))]:
-        frame[column] = frame[column].round(4)
+    for column in frame.columns:
+        if frame[column].dtype.kind == "f":
+            frame[column] = frame[column].round(4)
     return frame
 
 
@@ -201,6 +223,9 @@ def main() -> None:
     ev = sub.add_parser("evaluate")
     ev.add_argument("--test", action="store_true", help="also refit on train + validation and score test")
     ev.add_argument("--only", nargs="*", help="variant names to evaluate (default: all)")
+    ev.add_argument("--models", nargs="*", default=["2pknn_cos"], choices=sorted(MODELS))
+    ev.add_argument("--set", nargs="*", default=[], metavar="MODEL.FIELD=VALUE",
+                    help="config overrides, e.g. asl_probe.steps=150 (values parsed as Python literals)")
     for p in (ext, ev):
         p.add_argument("--corel5k", type=Path, default=default_root())
         p.add_argument("--cache", type=Path, default=default_cache())
@@ -210,7 +235,14 @@ def main() -> None:
         extract(args.backbone, args.flip, args.corel5k, args.cache)
     else:
         with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 60):
-            print(evaluate(args.corel5k, args.cache, args.test, args.only).to_string(index=False))
+            overrides: dict[str, dict] = {}
+            for item in args.set:
+                target, value = item.split("=", 1)
+                model, field = target.split(".", 1)
+                overrides.setdefault(model, {})[field] = ast.literal_eval(value)
+            frame = evaluate(args.corel5k, args.cache, args.test, args.only, args.models, overrides)
+            print(frame.drop(columns=["label_setting", "image_setting"]).to_string(index=False))
+            print(frame[["representation", "model", "label_setting", "image_setting"]].to_string(index=False))
 
 
 if __name__ == "__main__":
