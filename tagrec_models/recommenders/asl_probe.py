@@ -118,6 +118,10 @@ class ASLProbe(Retunable, Recommender):
     accelerated = True  # trained with torch (CUDA when present)
     needs = ("cnn",)
     personalised = False
+    # Corel5k-only: on openclipart's quick demo its fits would cost minutes of the 20-minute
+    # budget (measured: a full-batch fit of ~4,000 x 1,280 features takes 1 s a step on this
+    # shared CPU), and the personalised models are that dataset's question.
+    annotation_only = True
     scoring_fields = frozenset({"rare_power", "rare_smoothing"})
     # Ridnik et al. 2021 (section 4): gamma_neg 2..4 with m 0.05..0.2, gamma_pos 0..1; the
     # optimiser and width ranges are those of a linear probe; rare_power is the scoring-only
