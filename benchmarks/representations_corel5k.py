@@ -168,6 +168,7 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
         cls = get_recommender(registered)
         model = cls(**{**config, **overrides.get(name, {})}).fit(TrainingData(train=fit, side=side, val=val))
         fit_seconds = time.perf_counter() - started
+        model.score(val, side)  # 2PKNN: fills the distance cache its retune copies then share
         best_label = best_image = None
         for values in GRIDS[grid_name]:
             scores = model.retune(**values).score(val, side)
