@@ -7,6 +7,7 @@ import dagster as dg
 from assets.datasets import DatasetSpec
 from assets.features import feature_assets
 from assets.ingest import ingest_assets
+from assets.label_thresholds import label_thresholds_asset
 from assets.leaderboard import leaderboard_asset
 from assets.leakage import leakage_checks
 from assets.papers import paper_assets
@@ -28,5 +29,7 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         # Repeated leave-posts-out splits (issue 12): per-user datasets only; Corel5k's fixed
         # split gets its uncertainty from resampling test images.
         *([repeated_splits_asset(spec)] if spec.has_users else []),
+        # Corel5k's second protocol (issue 13): datasets without users only (the literature's)
+        *([] if spec.has_users else [label_thresholds_asset(spec)]),
         *leakage_checks(spec),
     ]

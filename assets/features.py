@@ -50,6 +50,8 @@ class FeatureSettings(dg.Config):
     cnn_resize: str = Field(default="squash", description="'squash' the whole image to a square or 'centre_crop'.")
     stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), description="Conv stages whose local descriptors are kept (paper 2 picks one by validation MAP).")
     grid: int = Field(default=7, description="Each stage's map is average-pooled to at most grid x grid positions.")
+    flip: bool = Field(default=False, description="Average the CNN embedding over the image and its horizontal mirror (twice the CNN cost; see benchmarks/representations_corel5k.py).")
+    embedding_stages: list[str] = Field(default_factory=list, description="Stages whose global mean is concatenated to the pooled embedding (blocks L2-normalised; signed, so not for the kl distance). Empty: the pooled embedding alone.")
     patch_size: int = Field(default=75, description="Patch side d: 75 (NUS-WIDE recipe) or 50 (Flickr-PTR recipe).")
     max_side: int = Field(default=320, description="Images are decoded and downscaled so the longer side is at most this before every feature (CNN input 224, patches 75, colour statistics); bounds the cost of the few huge drawings. 0: full size.")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
@@ -116,6 +118,8 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             cnn_resize=config.cnn_resize,
             stages=tuple(config.stages),
             grid=config.grid,
+            flip=config.flip,
+            embedding_stages=tuple(config.embedding_stages),
             patch_sizes=(config.patch_size,),
             device=DeviceConfig(device=config.device, batch_size=config.batch_size),
             load=LoadConfig(max_side=config.max_side),

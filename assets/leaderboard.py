@@ -18,11 +18,12 @@ from assets.resources import DataHomeResource
 from tagrec_models import reporting
 from tagrec_models.evaluation.scenarios import SCENARIOS
 from tagrec_models.experiment import evaluate_parts, evaluate_with_posts
+from tagrec_models.features.single import read_extraction_settings
 from tagrec_models.leaderboard import leaderboard_table, with_leakage_columns, with_significance
 from tagrec_models.recommenders.registry import get_recommender
 
-SHOWN = ["rank", "method", "papers", "val_f1@5", "f1@1", "f1@5", "f1@5_ci_low", "f1@5_ci_high", "p_vs_best",
-         "tied_with_best", "f1@10", "p@5", "r@5", "ndcg@10", "map@10", "label_f1@5", "label_f1@5_ci_low",
+SHOWN = ["rank", "method", "papers", "representation", "val_f1@5", "f1@1", "f1@5", "f1@5_ci_low", "f1@5_ci_high",
+         "p_vs_best", "tied_with_best", "f1@10", "p@5", "r@5", "ndcg@10", "map@10", "label_f1@5", "label_f1@5_ci_low",
          "label_f1@5_ci_high", "label_f1@5_p_vs_best", "n_plus@5", "f1@5_tags_not_in_groups",
          "train_seconds", "per_label_setting"]
 
@@ -89,6 +90,8 @@ def leaderboard_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
                                   {m: get_recommender(m).personalised for m in methods},
                                   validation_f1=validation_f1 or None)
         table = reporting.with_operating_points(table, trained_models)
+        table = reporting.with_representations(
+            table, read_extraction_settings(data_home.home.dataset_dir(spec.name) / "features"))
         table = with_leakage_columns(table, figures,
                                      pd.concat(unspelled_runs, ignore_index=True) if unspelled_runs else None,
                                      None if unspelled is None else len(unspelled))

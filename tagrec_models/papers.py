@@ -43,6 +43,8 @@ class DatasetShape:
 def has_inputs(model: type[Recommender], shape: DatasetShape) -> bool:
     if model.personalised and not shape.has_users:
         return False
+    if model.annotation_only and shape.has_users:
+        return False
     return "groups" not in model.needs or shape.has_groups
 
 

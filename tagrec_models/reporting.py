@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib
 
@@ -21,6 +21,10 @@ import pandas as pd  # noqa: E402
 
 from tagrec_models.artifacts import TrainedModel  # noqa: E402
 from tagrec_models.evaluation import significance as sig  # noqa: E402
+from tagrec_models.recommenders.registry import get_recommender  # noqa: E402
+
+if TYPE_CHECKING:  # the features' torch import is not needed to describe them
+    from tagrec_models.features.extraction import ExtractionConfig
 
 MEASURES = ("precision", "recall", "f1", "mean_post_f1", "ndcg", "map",
             "label_precision", "label_recall", "label_f1", "n_plus", "ccs")
@@ -220,6 +224,36 @@ def with_operating_points(table: pd.DataFrame, trained_models: Sequence[TrainedM
             _setting(getattr(by_name[m], "operating_points", {}), family)
             if m in by_name else "" for m in out["method"]]
     out["final_fit"] = [getattr(by_name[m], "final_fit", "train") if m in by_name else "" for m in out["method"]]
+    return out
+
+
+def representation(needs: Sequence[str], settings: ExtractionConfig | None) -> str:
+    """What image representation a model read (the ``representation`` column, issue 13): its
+    ``needs`` with the CNN ones spelled out from the features run's recorded settings
+    (``features.single.read_extraction_settings``): backbone, input side, flip averaging and
+    the stages concatenated to the pooled embedding. ``settings`` None: the names alone."""
+    def cnn() -> str:
+        if settings is None:
+            return "cnn"
+        extras = (["flip-averaged"] if settings.flip else []) + [f"+{s} mean" for s in settings.embedding_stages]
+        return " ".join([f"{settings.backbone} {settings.input_size}px pooled"] + extras)
+
+    words = {
+        "cnn": cnn,
+        "vlad": lambda: "VLAD of conv-stage descriptors" + (f" ({settings.backbone})" if settings else ""),
+        "patches": lambda: "raw pixel patches",
+        "ch64": lambda: "CH-64 colour histogram",
+        "cm225": lambda: "CM-225 colour moments",
+        "groups": lambda: "groups",
+    }
+    parts = [words[n]() if n in words else n for n in needs]
+    return " + ".join(parts) if parts else "tags only (no image features)"
+
+
+def with_representations(table: pd.DataFrame, settings: ExtractionConfig | None) -> pd.DataFrame:
+    """``table`` with the ``representation`` of each ``method`` row (``representation``)."""
+    out = table.copy()
+    out["representation"] = [representation(get_recommender(m).needs, settings) for m in out["method"]]
     return out
 
 

@@ -1,6 +1,6 @@
-"""Guards the pretrained backbone: the packaged EfficientNet-Lite0 weights load into timm's
-tf_efficientnet_lite0 and classify real Corel5k photos sensibly, the embedding is the pooled
-head map, stages have the documented shapes, backbones are swappable by name, CPU and CUDA
+"""Guards the pretrained backbone: the packaged EfficientNet-Lite0 (and Lite2) weights load into
+timm's tf_efficientnet_lite0 (lite2) and classify real Corel5k photos sensibly, the embedding is
+the pooled head map (flip-averaged or concatenated with stage means when asked), stages have the documented shapes, backbones are swappable by name, CPU and CUDA
 agree (when CUDA is present), and the device plan refuses CUDA where there is none."""
 
 from __future__ import annotations
@@ -153,3 +153,46 @@ def test_cpu_and_cuda_features_agree(tmp_path, openclipart_sample):
     for name in ("local_stage4", "local_stage7"):
         x, y = np.load(cpu[name]).astype(np.float32), np.load(gpu[name]).astype(np.float32)
         assert np.linalg.norm(x - y) / np.linalg.norm(x) < 0.05, name
+
+
+# -- issue 13: Lite2, flip averaging, multi-stage embedding ----------------------------------------
+def test_lite2_loads_its_weights_and_classifies_a_tiger(corel5k_dir):
+    spec = get_backbone_spec("efficientnet_lite2")
+    assert spec.input_size == 260 and spec.stage_channels == (16, 24, 48, 88, 120, 208, 352)
+    from timm.data import ImageNetInfo
+
+    backbone = load_backbone("efficientnet_lite2").eval()
+    image = Image.open(corel5k_dir / "108000/108000.jpeg").convert("RGB")
+    x = torch.from_numpy(cnn_input(image, spec.input_size))[None]
+    with torch.inference_mode():
+        logits = backbone(x, with_logits=True).logits
+    top = ImageNetInfo().index_to_description(int(logits.argmax()))
+    assert top in COREL_CLASSES["108000/108000"]
+
+
+def test_flip_averages_the_two_views_and_a_mirror_symmetric_image_is_unchanged():
+    plain = load_backbone("efficientnet_lite0").eval()
+    flipped = load_backbone("efficientnet_lite0", flip=True).eval()
+    rng = np.random.default_rng(0)
+    half = rng.integers(0, 256, size=(1, 3, 224, 112), dtype=np.uint8)
+    symmetric = torch.from_numpy(np.concatenate([half, half[..., ::-1]], axis=-1).copy())
+    asymmetric = torch.from_numpy(rng.integers(0, 256, size=(1, 3, 224, 224), dtype=np.uint8))
+    with torch.inference_mode():
+        torch.testing.assert_close(flipped(symmetric).embedding, plain(symmetric).embedding, rtol=1e-4, atol=1e-4)
+        both = (plain(asymmetric).embedding + plain(torch.flip(asymmetric, dims=(-1,))).embedding) / 2
+        torch.testing.assert_close(flipped(asymmetric).embedding, both, rtol=1e-4, atol=1e-4)
+
+
+def test_multi_stage_embedding_is_unit_blocks_of_pooled_and_stage_means():
+    backbone = load_backbone("efficientnet_lite0", stages=("stage6",), grid=1, embedding_stages=("stage6",)).eval()
+    assert backbone.embedding_dim == 1280 + 192
+    x = torch.from_numpy(np.random.default_rng(1).integers(0, 256, size=(2, 3, 224, 224), dtype=np.uint8))
+    with torch.inference_mode():
+        out = backbone(x)
+    head, mid = out.embedding[:, :1280], out.embedding[:, 1280:]
+    # each block is the L2-normalised part divided by sqrt(2 blocks)
+    torch.testing.assert_close(head.norm(dim=1), torch.full((2,), 2 ** -0.5), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(head * 2 ** 0.5, torch.nn.functional.normalize(out.pooled, dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mid * 2 ** 0.5, torch.nn.functional.normalize(out.stages["stage6"].flatten(1), dim=1), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="head"):
+        ExtractionConfig(embedding_stages=("head",))

@@ -29,3 +29,16 @@ def test_a_table_without_scenarios_is_unchanged():
     table = pd.DataFrame({"method": ["mp"], "f1@5": [0.1]})
     shown, dropped = distinct_scenarios(table)
     assert dropped == [] and shown.equals(table)
+
+
+def test_the_representation_column_spells_out_the_cnn_settings():
+    from tagrec_models.features.extraction import ExtractionConfig
+    from tagrec_models.reporting import representation, with_representations
+
+    settings = ExtractionConfig(backbone="efficientnet_lite2", flip=True, embedding_stages=("stage6",))
+    assert representation(("cnn",), settings) == "efficientnet_lite2 260px pooled flip-averaged +stage6 mean"
+    assert representation(("cnn",), ExtractionConfig()) == "efficientnet_lite0 224px pooled"
+    assert representation(("ch64", "cm225"), None) == "CH-64 colour histogram + CM-225 colour moments"
+    assert representation((), settings) == "tags only (no image features)"
+    table = with_representations(pd.DataFrame({"method": ["mp", "asl_probe"]}), None)
+    assert table["representation"].tolist() == ["tags only (no image features)", "cnn"]

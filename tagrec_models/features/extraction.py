@@ -80,6 +80,13 @@ class ExtractionConfig:
     """Stages whose local descriptors are stored (``local_<stage>.npy``); may include ``head``."""
     grid: int = 7
     grid_pool: str = "avg"
+    flip: bool = False
+    """Average the embedding over the image and its horizontal mirror (test-time augmentation,
+    twice the CNN cost; ``backbone.FeatureBackbone``). Measured on Corel5k validation by
+    ``benchmarks/representations_corel5k.py``."""
+    embedding_stages: tuple[str, ...] = ()
+    """Stages whose globally averaged maps are concatenated to the pooled embedding (each block
+    L2-normalised; signed, so not for the ``kl`` distance). Empty: the pooled embedding alone."""
     lowlevel: bool = True
     lowlevel_config: LowLevelConfig = LowLevelConfig()
     patch_sizes: tuple[int, ...] = (75,)
@@ -92,8 +99,10 @@ class ExtractionConfig:
 
     def __post_init__(self) -> None:
         spec = get_backbone_spec(self.backbone)
-        for stage in self.stages:
+        for stage in self.stages + self.embedding_stages:
             spec.channels(stage)
+        if "head" in self.embedding_stages:
+            raise ValueError("ExtractionConfig.embedding_stages: 'head' is the pooled embedding already")
         if self.cnn_resize not in RESIZE_MODES:
             raise ValueError(f"ExtractionConfig.cnn_resize must be one of {RESIZE_MODES}, got {self.cnn_resize!r}")
         if not 0.0 < self.crop_fraction <= 1.0:
@@ -265,12 +274,13 @@ def extract_features(
     spec = get_backbone_spec(config.backbone)
     backbone: FeatureBackbone | None = None
     if config.cnn:
-        backbone = runtime.prepare(load_backbone(config.backbone, stages=config.stages, grid=config.grid, pool=config.grid_pool))
+        backbone = runtime.prepare(load_backbone(config.backbone, stages=config.stages, grid=config.grid, pool=config.grid_pool,
+                                                 flip=config.flip, embedding_stages=config.embedding_stages))
     log(f"features: {n} images on {runtime.describe()}; backbone {spec.name if config.cnn else '-'}")
 
     plan: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     if config.cnn:
-        plan["cnn"] = ((n, spec.embedding_dim), np.dtype(np.float32))
+        plan["cnn"] = ((n, backbone.embedding_dim), np.dtype(np.float32))
     if config.lowlevel:
         plan["ch64"] = ((n, config.lowlevel_config.histogram_dim), np.dtype(np.float32))
         plan["cm225"] = ((n, config.lowlevel_config.moments_dim), np.dtype(np.float32))

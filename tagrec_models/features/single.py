@@ -174,7 +174,8 @@ class NewImageFeatures:
         self.backbone: FeatureBackbone | None = None
         if use_cnn:
             self.backbone = self.runtime.prepare(
-                load_backbone(self.config.backbone, stages=stages, grid=self.config.grid, pool=self.config.grid_pool))
+                load_backbone(self.config.backbone, stages=stages, grid=self.config.grid, pool=self.config.grid_pool,
+                              flip=self.config.flip, embedding_stages=self.config.embedding_stages))
 
     def compute(self, paths: Sequence[str | Path]) -> NewImageBatch:
         """Decode every path (a bad file becomes a ``broken`` row with its reason, never an

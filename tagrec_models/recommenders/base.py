@@ -61,6 +61,9 @@ class Recommender(ABC):
       pipeline wires those assets in and checks them first.
     * ``personalised``: whether it uses the user index at all (a dataset without users does
       not get it).
+    * ``annotation_only``: the model is built only on datasets without users (image annotation
+      benchmarks such as Corel5k), where its extra cost buys the annotation tables; a dataset
+      with users does not get it.
     * ``accelerated``: whether ``fit`` trains with torch and so queues on the ``gpu`` pool.
     * ``search_space``: config field -> the values a validation search tries (the paper's
       ranges where it gives them).
@@ -87,6 +90,7 @@ class Recommender(ABC):
     papers: ClassVar[Mapping[str, str]] = {}
     needs: ClassVar[tuple[str, ...]] = ()
     personalised: ClassVar[bool] = False
+    annotation_only: ClassVar[bool] = False
     accelerated: ClassVar[bool] = False
     search_space: ClassVar[Mapping[str, Sequence[Any]]] = {}
     search_probes: ClassVar[Sequence[Mapping[str, Any]]] = ()

@@ -1,0 +1,116 @@
+"""Corel5k's second protocol: per-label thresholds chosen on validation (issue 13, item 4).
+
+Under the classic protocol every image gets exactly 5 labels (``metrics.per_label_metrics``).
+The threshold-based record (e.g. ASL + per-label thresholds, 48.4 / 56.3 / 52.0 / 191; attention
+pooling on TResNet, 45.3 / 61.1 / 52.0 / 202; DESIGN.md) instead gives label w to every image
+whose score reaches a threshold t_w, so an image may get more or fewer than 5 labels. Those
+numbers are not comparable with the 5-tag table, and tagrec never mixes them: this module and
+its results table are separate.
+
+* ``choose_thresholds``: for each label, the threshold that maximises that label's F1 on the
+  *validation* images (candidates: the label's own validation scores, so a threshold sits just
+  at a score that admits one more image); labels with fewer than ``min_positives`` validation
+  images, and labels whose best validation F1 is 0, get the single global threshold that
+  maximises the mean per-label F1 over all labels on validation (a per-label choice from one
+  or two examples overfits). Test labels never enter the choice.
+* ``thresholded_per_label_metrics``: the same per-label P / R / F1 of averages / N+ convention
+  as the 5-tag table (precision 0 for a label never predicted; averages over labels occurring
+  in the truth), plus the mean number of labels given per image.
+
+Scores need not be calibrated (a kNN vote, a probability): thresholds are per label, so only
+each label's own ordering of images matters, except for the global fallback, which assumes
+scores are comparable across labels (true of probabilities, roughly true of the other scores).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+from tagrec_models.evaluation.metrics import harmonic
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """``values[w]``: label w is given when score >= values[w]; ``per_label[w]``: whether w
+    got its own threshold (else the global one, ``global_value``)."""
+
+    values: np.ndarray
+    per_label: np.ndarray
+    global_value: float
+
+
+@dataclass(frozen=True)
+class ThresholdedPerLabel:
+    precision: float
+    recall: float
+    f1: float
+    n_plus: int
+    n_labels: int
+    labels_per_image: float
+
+
+def _label_f1(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Per-label F1 of boolean prediction and truth matrices [n, L] (0 where undefined)."""
+    correct = (pred & truth).sum(axis=0).astype(np.float64)
+    n_pred, n_true = pred.sum(axis=0), truth.sum(axis=0)
+    p = np.where(n_pred > 0, correct / np.maximum(n_pred, 1), 0.0)
+    r = np.where(n_true > 0, correct / np.maximum(n_true, 1), 0.0)
+    return harmonic(p, r)
+
+
+def choose_thresholds(scores: np.ndarray, truth: sparse.spmatrix, min_positives: int = 2,
+                      n_global: int = 200) -> Thresholds:
+    """Per-label thresholds maximising each label's validation F1 (see the module docstring)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(sparse.csr_matrix(truth).todense()) > 0
+    if scores.shape != y.shape:
+        raise ValueError(f"scores {scores.shape} and truth {y.shape} differ in shape")
+    if min_positives < 1:
+        raise ValueError(f"min_positives must be >= 1, got {min_positives}")
+    # the global threshold: a quantile grid of all scores, best mean per-label F1
+    candidates = np.unique(np.quantile(scores, np.linspace(0.5, 1.0, n_global)))
+    occurring = y.any(axis=0)
+    best_global, best_value = -1.0, float(candidates[-1])
+    for t in candidates:
+        value = float(_label_f1(scores >= t, y)[occurring].mean()) if occurring.any() else 0.0
+        if value > best_global:
+            best_global, best_value = value, float(t)
+    values = np.full(scores.shape[1], best_value)
+    own = np.zeros(scores.shape[1], dtype=bool)
+    for w in np.flatnonzero(y.sum(axis=0) >= min_positives):
+        column, positives = scores[:, w], y[:, w]
+        order = np.argsort(-column, kind="stable")
+        hits = np.cumsum(positives[order])
+        given = np.arange(1, len(order) + 1)
+        f1 = 2 * hits / (given + positives.sum())
+        # a threshold at a score admits every image with that score: only the last of a tie counts
+        last_of_tie = np.r_[column[order][1:] != column[order][:-1], True]
+        f1 = np.where(last_of_tie, f1, -1.0)
+        best = int(np.argmax(f1))
+        if f1[best] > 0:
+            values[w], own[w] = column[order][best], True
+    return Thresholds(values=values, per_label=own, global_value=best_value)
+
+
+def thresholded_per_label_metrics(scores: np.ndarray, truth: sparse.spmatrix, thresholds: Thresholds | np.ndarray) -> ThresholdedPerLabel:
+    """Per-label P / R / F1 (of the averages) / N+ when label w is given to every image with
+    score >= its threshold; averages over the labels occurring in ``truth`` (Corel5k: 260)."""
+    values = thresholds.values if isinstance(thresholds, Thresholds) else np.asarray(thresholds, dtype=np.float64)
+    scores = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(sparse.csr_matrix(truth).todense()) > 0
+    if scores.shape != y.shape or values.shape != (scores.shape[1],):
+        raise ValueError(f"scores {scores.shape}, truth {y.shape} and thresholds {values.shape} do not fit")
+    pred = scores >= values[None, :]
+    correct = (pred & y).sum(axis=0).astype(np.float64)
+    n_pred, n_true = pred.sum(axis=0), y.sum(axis=0)
+    labels = n_true > 0
+    if not labels.any():
+        raise ValueError("no label occurs in the truth matrix: per-label metrics are undefined")
+    precision = np.where(n_pred > 0, correct / np.maximum(n_pred, 1), 0.0)[labels]
+    recall = (correct / np.maximum(n_true, 1))[labels]
+    p, r = float(precision.mean()), float(recall.mean())
+    return ThresholdedPerLabel(precision=p, recall=r, f1=float(harmonic(p, r)), n_plus=int((recall > 0).sum()),
+                               n_labels=int(labels.sum()), labels_per_image=float(pred.sum(axis=1).mean()))

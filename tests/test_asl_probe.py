@@ -1,0 +1,81 @@
+"""Guards the ASL probe (issue 13): the asymmetric loss of Ridnik et al. 2021 (eqs. 4-7) against
+values worked out by hand, and a probe that learns separable tags and moves rare tags up with its
+scoring-only label-frequency correction."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import sparse
+
+from tagrec_models.data import Posts, SideInfo, TrainingData
+from tagrec_models.evaluation.metrics import per_label_metrics
+from tagrec_models.recommenders import get_recommender
+from tagrec_models.recommenders.asl_probe import asymmetric_loss
+
+
+def test_without_focusing_or_margin_the_loss_is_binary_cross_entropy():
+    # p = sigmoid(0) = 0.5 on a positive, sigmoid(ln 3) = 0.75 on a negative:
+    # -(log 0.5 + log 0.25) = 3 ln 2
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    targets = torch.tensor([[1.0, 0.0]])
+    assert asymmetric_loss(logits, targets, 0.0, 0.0, 0.0).item() == pytest.approx(3 * math.log(2), rel=1e-6)
+
+
+def test_focusing_and_margin_by_hand():
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    targets = torch.tensor([[1.0, 0.0]])
+    # positive: (1 - 0.5)^1 * log 0.5; negative: p_m = 0.75 - 0.05 = 0.7, 0.7^2 * log(0.3)
+    expected = -(0.5 * math.log(0.5) + 0.49 * math.log(0.3))
+    assert asymmetric_loss(logits, targets, gamma_neg=2.0, gamma_pos=1.0, clip=0.05).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_easy_negative_below_the_margin_costs_nothing():
+    # p = sigmoid(-5) = 0.0067 < m = 0.05: p_m = 0, log(1 - 0) = 0
+    logits = torch.tensor([[-5.0]], requires_grad=True)
+    loss = asymmetric_loss(logits, torch.tensor([[0.0]]), 4.0, 0.0, 0.05)
+    loss.backward()
+    assert loss.item() == 0.0 and logits.grad.abs().item() == 0.0
+
+
+def _data(n_per_tag: dict[int, int], dim: int = 16, seed: int = 0):
+    """Images of tag t cluster around a random centre; n_per_tag[t] images per tag."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(n_per_tag), dim))
+    images, tags = [], []
+    for t, n in n_per_tag.items():
+        images.append(centres[t] + 0.3 * rng.normal(size=(n, dim)))
+        tags.extend([t] * n)
+    x = np.abs(np.vstack(images)).astype(np.float32)
+    y = sparse.csr_matrix((np.ones(len(tags)), (np.arange(len(tags)), tags)), shape=(len(tags), len(n_per_tag)))
+    return x, y
+
+
+def test_the_probe_learns_separable_tags_and_save_load_keeps_scores(tmp_path):
+    x, y = _data({0: 30, 1: 30, 2: 30, 3: 30})
+    n = len(x)
+    rows = np.random.default_rng(1).permutation(n)
+    train_rows, test_rows = rows[: n // 2], rows[n // 2 :]
+    side = SideInfo(features={"cnn": x})
+
+    def posts(r):
+        return Posts(user=np.zeros(len(r), dtype=np.int64), image=r, tags=y[r], n_users=1, n_images=n)
+
+    model = get_recommender("asl_probe")(steps=100).fit(TrainingData(train=posts(train_rows), side=side))
+    scores = model.score(posts(test_rows), side)
+    assert per_label_metrics(scores, y[test_rows], k=1).f1 > 0.95
+    path = model.save(tmp_path / "probe.model")
+    np.testing.assert_array_equal(type(model).load(path).score(posts(test_rows), side), scores)
+
+
+def test_rare_power_divides_by_the_tag_counts():
+    x, y = _data({0: 40, 1: 5})
+    side = SideInfo(features={"cnn": x})
+    posts = Posts(user=np.zeros(len(x), dtype=np.int64), image=np.arange(len(x)), tags=y, n_users=1, n_images=len(x))
+    model = get_recommender("asl_probe")(steps=30).fit(TrainingData(train=posts, side=side))
+    plain = model.score(posts, side)
+    corrected = model.retune(rare_power=1.0).score(posts, side)
+    np.testing.assert_allclose(corrected, plain / np.array([41.0, 6.0]), rtol=1e-5)
