@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.common import key, md_table, progress
+from assets.common import GPU_STEP_TAGS, key, md_table, progress
 from assets.datasets import DatasetSpec
 from assets.resources import DataHomeResource
 from tagrec_models.artifacts import ArrayFile
@@ -118,7 +118,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         # pods); one run over the whole range (make demo) still runs them in one step.
         backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
         pool="gpu",
-        op_tags={"tagrec/step": "features"},
+        op_tags=GPU_STEP_TAGS,
     )
     def feature_shards(
         context: dg.AssetExecutionContext,

@@ -56,27 +56,37 @@ def with_code_references(definitions: list) -> list:
         return [*dg.with_source_code_references(assets), *checks]
 
 
+def all_assets() -> list:
+    """Every dataset's assets and checks, each linked to its code."""
+    return with_code_references([a for spec in DATASETS for a in dataset_assets(spec)])
+
+
+def shared_resources(home: str) -> dict:
+    """The resources every variant of the definitions shares (local, Celery, Kubernetes)."""
+    return {
+        "io_manager": TagrecIOManager(root=home),
+        "data_home": DataHomeResource(root=home),
+        "flickr": FlickrResource(
+            api_key=dg.EnvVar("FLICKR_API_KEY"),
+            api_secret=dg.EnvVar("FLICKR_API_SECRET"),
+            rest_url=os.environ.get("FLICKR_REST_URL", ""),
+            # Overrides for a local test server (the soak, the kill tests); Flickr's own
+            # limit is 3,600 calls an hour per key.
+            calls_per_hour=int(os.environ.get("FLICKR_CALLS_PER_HOUR", "3600")),
+            retry_base_delay_s=float(os.environ.get("FLICKR_RETRY_BASE_DELAY_S", "1.0")),
+        ),
+    }
+
+
 def build_definitions() -> dg.Definitions:
     home = str(default_home())
     return dg.Definitions(
         # Every asset links to the code that defines it; a model asset also to its recommender.
-        assets=with_code_references([a for spec in DATASETS for a in dataset_assets(spec)]),
+        assets=all_assets(),
         jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job],
         schedules=[flickr_recrawl_schedule],
         sensors=[pool_watch],
-        resources={
-            "io_manager": TagrecIOManager(root=home),
-            "data_home": DataHomeResource(root=home),
-            "flickr": FlickrResource(
-                api_key=dg.EnvVar("FLICKR_API_KEY"),
-                api_secret=dg.EnvVar("FLICKR_API_SECRET"),
-                rest_url=os.environ.get("FLICKR_REST_URL", ""),
-                # Overrides for a local test server (the soak, the kill tests); Flickr's own
-                # limit is 3,600 calls an hour per key.
-                calls_per_hour=int(os.environ.get("FLICKR_CALLS_PER_HOUR", "3600")),
-                retry_base_delay_s=float(os.environ.get("FLICKR_RETRY_BASE_DELAY_S", "1.0")),
-            ),
-        },
+        resources=shared_resources(home),
     )
 
 
