@@ -51,7 +51,9 @@ def corpus_pngs(source: Path | None) -> list[Path]:
                    REPO / "tests" / "fixtures" / "openclipart" / "png"]
     for folder in candidates:
         if folder is not None and folder.is_dir():
-            found = sorted(p for p in folder.rglob("*.png") if p.is_file())
+            # The corpus holds a few huge drawings (PIL refuses them as decompression bombs);
+            # the set is made from the ordinary ones.
+            found = sorted(p for p in folder.rglob("*.png") if p.is_file() and p.stat().st_size < 3_000_000)
             if found:
                 return found
     raise FileNotFoundError("no openclipart PNGs found (make demo fetches the corpus, or --source)")
@@ -74,6 +76,9 @@ def generate_images(pngs: list[Path], n: int, out: Path, seed: int) -> list[Path
         k = int(rng.integers(len(pngs)))
         if k not in sources:
             with Image.open(pngs[k]) as im:
+                if im.width * im.height > 40_000_000:
+                    pngs.pop(k)
+                    continue
                 im = im.convert("RGBA")
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
                 image = Image.alpha_composite(background, im).convert("RGB")

@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.datasets import DATASETS, FLICKR
 from assets.factory import dataset_assets
+from assets.ingest import FLICKR_QUERIES
 from assets.io_manager import TagrecIOManager
 from assets.resources import DataHomeResource, FlickrResource
 from pipelines import shutdown
@@ -21,7 +22,8 @@ from tagrec_models.paths import default_home
 def dataset_job(name: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=f"{name}_all",
-        selection=dg.AssetSelection.groups(name),
+        # The per-query crawl partitions run as their own runs (a backfill, the schedule below).
+        selection=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(QUERY_CRAWL),
         description=f"Materialise every asset of the {name} dataset.",
         # Two cores: steps run one at a time in one process, which also keeps the DuckDB
         # writer single and avoids loading torch in several processes.
@@ -44,6 +46,26 @@ flickr_recrawl_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Daily re-crawl at 03:00: adds only photos uploaded since the last crawl's cursor. Off by default.",
 )
+
+
+QUERY_CRAWL = dg.AssetKey([FLICKR.name, "crawl_by_query"])
+flickr_query_recrawl_job = dg.define_asset_job(
+    name="flickr_query_recrawl",
+    selection=dg.AssetSelection.assets(QUERY_CRAWL),
+    description="Re-crawl one Flickr query partition (photos uploaded since its cursor).",
+    executor_def=dg.in_process_executor,
+    config={"ops": {"flickr__crawl_by_query": {"config": {"mode": "recrawl"}}}},
+)
+
+
+@dg.schedule(job=flickr_query_recrawl_job, cron_schedule="30 3 * * *",
+             default_status=dg.DefaultScheduleStatus.STOPPED)
+def flickr_query_recrawl_daily(context: dg.ScheduleEvaluationContext):
+    """Daily at 03:30: one re-crawl run per Flickr query partition, every partition there is
+    when it fires (a partition added today is covered tomorrow); the `flickr` pool runs them
+    one at a time. Off by default; then materialise flickr/photos and what follows."""
+    for query in context.instance.get_dynamic_partitions(FLICKR_QUERIES.name):
+        yield dg.RunRequest(run_key=f"{query}@{context.scheduled_execution_time:%Y-%m-%d}", partition_key=query)
 
 
 def with_code_references(definitions: list) -> list:
@@ -83,8 +105,8 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         # Every asset links to the code that defines it; a model asset also to its recommender.
         assets=all_assets(),
-        jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job],
-        schedules=[flickr_recrawl_schedule],
+        jobs=[*(dataset_job(spec.name) for spec in DATASETS), flickr_recrawl_job, flickr_query_recrawl_job],
+        schedules=[flickr_recrawl_schedule, flickr_query_recrawl_daily],
         sensors=[pool_watch],
         resources=shared_resources(home),
     )
