@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,8 @@ def generate_images(pngs: list[Path], n: int, out: Path, seed: int) -> list[Path
     import numpy as np
     from PIL import Image, ImageOps
 
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, not decoded
+
     out.mkdir(parents=True, exist_ok=True)
     done = out / f"done_{n}"
     paths = [out / f"img{i:06d}.png" for i in range(n)]
@@ -72,23 +75,27 @@ def generate_images(pngs: list[Path], n: int, out: Path, seed: int) -> list[Path
         return paths
     rng = np.random.default_rng(seed)
     sources: dict[int, Image.Image] = {}
-    for i, path in enumerate(paths):
-        k = int(rng.integers(len(pngs)))
-        if k not in sources:
-            with Image.open(pngs[k]) as im:
-                if im.width * im.height > 40_000_000:
-                    pngs.pop(k)
-                    continue
-                im = im.convert("RGBA")
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(background, im).convert("RGB")
-                image.thumbnail((480, 480))
-                sources[k] = image
-            if len(sources) > 512:
+    for path in paths:
+        image = None
+        while image is None:  # skip the corpus's unusable files (huge, tiny)
+            k = int(rng.integers(len(pngs)))
+            if k not in sources:
+                try:
+                    with Image.open(pngs[k]) as im:
+                        if im.width * im.height > 40_000_000 or min(im.size) < 32:
+                            raise ValueError("too large or too small")
+                        im = im.convert("RGBA")
+                        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+                        loaded = Image.alpha_composite(background, im).convert("RGB")
+                        loaded.thumbnail((480, 480))
+                        sources[k] = loaded if min(loaded.size) >= 32 else None
+                except (ValueError, OSError, Image.DecompressionBombError):
+                    sources[k] = None
+            image = sources[k]
+            if len(sources) > 512:  # bounded memory: drop the oldest decoded source
                 sources.pop(next(iter(sources)))
-        image = sources[k]
         w, h = image.size
-        cw, ch = max(8, int(w * rng.uniform(0.6, 1.0))), max(8, int(h * rng.uniform(0.6, 1.0)))
+        cw, ch = int(w * rng.uniform(0.6, 1.0)), int(h * rng.uniform(0.6, 1.0))
         left, top = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
         variant = image.crop((left, top, left + cw, top + ch))
         if rng.random() < 0.5:
