@@ -26,7 +26,7 @@ from dagster_celery import celery_executor
 
 from assets.datasets import DATASETS
 from pipelines import shutdown
-from pipelines.definitions import all_assets, shared_resources
+from pipelines.definitions import all_assets, dataset_selection, shared_resources
 from tagrec_models.paths import default_home
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
@@ -47,7 +47,7 @@ def celery_jobs(executor: dg.ExecutorDefinition) -> list[dg.UnresolvedAssetJobDe
     jobs = []
     for spec in DATASETS:
         jobs.append(dg.define_asset_job(
-            name=f"{spec.name}_all_celery", selection=dg.AssetSelection.groups(spec.name),
+            name=f"{spec.name}_all_celery", selection=dataset_selection(spec.name),
             executor_def=executor,
             description=f"Every asset of {spec.name}, one Celery task per step."))
         jobs.append(dg.define_asset_job(

@@ -19,11 +19,16 @@ from pipelines.monitoring import pool_watch
 from tagrec_models.paths import default_home
 
 
+def dataset_selection(name: str) -> dg.AssetSelection:
+    """Every asset of a dataset but the per-query crawl partitions, which run as their own runs
+    (a backfill, the schedule below): a job's assets share one partitions definition."""
+    return dg.AssetSelection.groups(name) - dg.AssetSelection.assets(QUERY_CRAWL)
+
+
 def dataset_job(name: str) -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=f"{name}_all",
-        # The per-query crawl partitions run as their own runs (a backfill, the schedule below).
-        selection=dg.AssetSelection.groups(name) - dg.AssetSelection.assets(QUERY_CRAWL),
+        selection=dataset_selection(name),
         description=f"Materialise every asset of the {name} dataset.",
         # Two cores: steps run one at a time in one process, which also keeps the DuckDB
         # writer single and avoids loading torch in several processes.

@@ -17,7 +17,7 @@ from dagster_k8s import k8s_job_executor
 
 from assets.datasets import DATASETS
 from pipelines import shutdown
-from pipelines.definitions import all_assets, shared_resources
+from pipelines.definitions import all_assets, dataset_selection, shared_resources
 from tagrec_models.paths import default_home
 
 DATA_VOLUME = "tagrec-data"
@@ -43,7 +43,7 @@ def k8s() -> dg.ExecutorDefinition:
 
 defs = dg.Definitions(
     assets=all_assets(),
-    jobs=[dg.define_asset_job(name=f"{spec.name}_all_k8s", selection=dg.AssetSelection.groups(spec.name),
+    jobs=[dg.define_asset_job(name=f"{spec.name}_all_k8s", selection=dataset_selection(spec.name),
                               executor_def=k8s(),
                               description=f"Every asset of {spec.name}, one Kubernetes Job per step "
                               "(GPU steps ask for nvidia.com/gpu).")
