@@ -122,3 +122,14 @@ def test_one_run_materialises_every_shard_and_a_shard_run_only_its_own(tmp_path,
     assert event.materialization.partition == "shard01"
     assert event.materialization.metadata["n_extracted"].value == 0
     assert event.materialization.metadata["n_reused"].value > 0
+
+
+def test_the_demo_runs_every_shard_only_where_its_job_has_them():
+    from pipelines.demo import defs, every_shard
+
+    job = defs.resolve_job_def("openclipart_all")
+    assert every_shard(job, "openclipart") == all_shards_tags(OPENCLIPART) == {
+        "dagster/asset_partition_range_start": "shard00", "dagster/asset_partition_range_end": "shard03"}
+    splits_only = dg.AssetSelection.assets(dg.AssetKey(["openclipart", "train"])).upstream().required_multi_asset_neighbors()
+    subset = job.get_subset(asset_selection=set(splits_only.resolve(defs.resolve_asset_graph())))
+    assert every_shard(subset, "openclipart") == {}
