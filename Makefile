@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui test-cluster deploy-extra ui validate bench soak clean-data
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui test-cluster deploy-extra ui validate validate-deploy bench soak clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -69,8 +69,9 @@ test-cluster: $(VENV)/.deploy wordnet
 	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
-	  (sudo -n true 2>/dev/null && sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing) \
-	  || env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; fi
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	  || { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; fi
 	$(PY) -m pytest -q -m cluster -s tests/test_cluster.py
 
 ## ui: the Dagster UI on the same data home (http://127.0.0.1:3000)
