@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Iterator
 
 REPO = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_USER = "tagrec"
 PG_DB = "dagster"
 
