@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui ui validate bench soak clean-data
+.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui test-cluster deploy-extra ui validate validate-deploy bench soak clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,12 +56,35 @@ test-ui: $(VENV)/.installed wordnet
 	command -v chromium >/dev/null || sudo apt-get install -y --no-install-recommends chromium || apt-get install -y --no-install-recommends chromium
 	$(PY) -m pytest -q -m slow tests/test_ui_browser.py
 
+## test-cluster: real PostgreSQL + Redis (Debian packages, installed if missing) on 127.0.0.1 in a
+## temporary folder, two dagster-celery workers; the openclipart fixture's feature shards and the
+## assets after them through Celery, compared with the in-process run; everything stopped by PID
+$(VENV)/.deploy: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,deploy]'
+	touch $@
+
+deploy-extra: $(VENV)/.deploy
+
+test-cluster: $(VENV)/.deploy wordnet
+	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo="sudo"; \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing \
+	  || { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; }; fi
+	$(PY) -m pytest -q -m cluster -s tests/test_cluster.py
+
 ## ui: the Dagster UI on the same data home (http://127.0.0.1:3000)
 ui: setup dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 validate: $(VENV)/.installed
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+## validate-deploy: the Celery and Kubernetes definitions (needs the deploy extra)
+validate-deploy: $(VENV)/.deploy
+	$(VENV)/bin/dagster definitions validate -m pipelines.cluster
+	$(VENV)/bin/dagster definitions validate -m pipelines.k8s
 
 ## soak: crawls through Dagster against the local test server with random faults and SIGKILLs
 ## (expects 100% photos recovered, 0 duplicates, 0 re-requested pages, 0 stuck runs)

@@ -17,6 +17,14 @@ from tagrec_models.experiment import PostRecords, held_out_truth
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
 
+# The steps that use an accelerator (feature extraction, torch training) queue on the `gpu`
+# pool (dagster.yaml) and, under the Kubernetes executor (pipelines/k8s.py), run in a pod that
+# asks for one GPU through this tag; the in-process and Celery executors ignore it.
+GPU_STEP_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {
+    "requests": {"cpu": "2", "memory": "8Gi", "nvidia.com/gpu": "1"},
+    "limits": {"nvidia.com/gpu": "1"}}}}}
+
+
 def key(spec: DatasetSpec, name: str) -> dg.AssetKey:
     return dg.AssetKey([spec.name, name])
 

@@ -36,6 +36,9 @@ class DatasetSpec:
     recipe_overrides: dict = field(default_factory=dict)
     folder: str = ""
     """Source ``folder`` only: the dataset folder the ingest reads by default."""
+    feature_shards: int = 4
+    """Partitions of the image features (``tagrec_models.features.shards``): a photo's shard is
+    a hash of its id; a backfill runs shards in parallel, one run of the job runs them all."""
 
 
 OPENCLIPART = DatasetSpec(

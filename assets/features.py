@@ -1,5 +1,8 @@
-"""Image feature assets (DESIGN.md step 5; issue 3): patches, CH-64, CM-225, the pretrained CNN
-embedding and conv-stage descriptors in one pass over the images, then VLAD codes.
+"""Image feature assets (DESIGN.md step 5; issues 3 and 14): patches, CH-64, CM-225, the
+pretrained CNN embedding and conv-stage descriptors in one pass over the images of each shard
+(``feature_shards``, partitioned: a backfill spreads shards over workers, a new crawl batch
+extracts only its own photos), gathered into one array per feature (``patches``, ``ch64``,
+``cm225``, ``cnn_embedding``, ``conv_maps``: every shard), then VLAD codes.
 
 Every array is a file the asset writes under ``<data home>/datasets/<dataset>/features/``; the
 asset returns an ``ArrayFile`` handle (path, shape, photo id of each row) and reports shapes,
@@ -7,7 +10,8 @@ time and images/s as metadata. Checks: no NaN/inf, one row per image of the spli
 codebooks fitted on training images only.
 """
 
-from pathlib import Path
+import os
+import socket
 from typing import Optional
 
 import dagster as dg
@@ -15,21 +19,16 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from assets.common import key, md_table, progress
+from assets.common import GPU_STEP_TAGS, key, md_table, progress
 from assets.datasets import DatasetSpec
 from assets.resources import DataHomeResource
 from tagrec_models.artifacts import ArrayFile
 from tagrec_models.bundle import build_bundle
 from tagrec_models.features.device import DeviceConfig
 from tagrec_models.features.images import LoadConfig
-from tagrec_models.features.extraction import (
-    DEFAULT_STAGES,
-    ExtractionConfig,
-    extract_features,
-    load_local_descriptors,
-)
+from tagrec_models.features.extraction import DEFAULT_STAGES, ExtractionConfig, load_local_descriptors
+from tagrec_models.features.shards import assemble_shards, extract_shard, shard_members, shard_names
 from tagrec_models.features.vlad import LeakageError, VladConfig, codebook_file, codes_name, search_stages
-from tagrec_models.features.single import write_extraction_settings
 from tagrec_models.storage.atomic import write_npy
 
 FEATURE_OUTPUTS = {
@@ -79,26 +78,53 @@ def _array_checks(asset_key: dg.AssetKey, array: np.ndarray, n_images: int) -> l
     ]
 
 
+def extraction_config(config: FeatureSettings) -> ExtractionConfig:
+    """The library's extraction settings from the launchpad's."""
+    return ExtractionConfig(
+        backbone=config.backbone,
+        image_size=config.image_size,
+        cnn_resize=config.cnn_resize,
+        stages=tuple(config.stages),
+        grid=config.grid,
+        flip=config.flip,
+        embedding_stages=tuple(config.embedding_stages),
+        patch_sizes=(config.patch_size,),
+        device=DeviceConfig(device=config.device, batch_size=config.batch_size),
+        load=LoadConfig(max_side=config.max_side),
+    )
+
+
+def shard_partitions(spec: DatasetSpec) -> dg.StaticPartitionsDefinition:
+    return dg.StaticPartitionsDefinition(shard_names(spec.feature_shards))
+
+
+def all_shards_tags(spec: DatasetSpec) -> dict[str, str]:
+    """Run tags that make one run materialise every feature shard in one step (``make demo``,
+    the tests): the partition range from the first shard to the last."""
+    names = shard_names(spec.feature_shards)
+    return {"dagster/asset_partition_range_start": names[0], "dagster/asset_partition_range_end": names[-1]}
+
+
 def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     split_ins = {p: dg.AssetIn(key(spec, p)) for p in ("train", "val", "test")}
     checked = ("patches", "ch64", "cm225", "cnn_embedding")
+    shards_key = key(spec, "feature_shards")
 
     @dg.multi_asset(
-        name=f"{spec.name}__features",
-        outs={
-            name: dg.AssetOut(key=key(spec, name), group_name=spec.name,
-                              description=text, kinds={"pytorch", "numpy"})
-            for name, text in FEATURE_OUTPUTS.items()
-        },
+        name=f"{spec.name}__features",  # the launchpad's feature settings keep their op name
+        outs={"feature_shards": dg.AssetOut(
+            key=shards_key, group_name=spec.name, kinds={"pytorch", "numpy"},
+            description="Every feature of the photos of one shard (a hash of the photo id), in "
+            "<data home>/datasets/<dataset>/features/shards/<shard>/.")},
         ins={**split_ins, "images": dg.AssetIn(key(spec, "images"))},
-        check_specs=[
-            dg.AssetCheckSpec(check, asset=key(spec, name), blocking=True)
-            for name in checked
-            for check in ("finite", "one_row_per_image")
-        ],
+        partitions_def=shard_partitions(spec),
+        # A backfill runs one shard per run (the run launcher spreads them over workers or
+        # pods); one run over the whole range (make demo) still runs them in one step.
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
         pool="gpu",
+        op_tags=GPU_STEP_TAGS,
     )
-    def features(
+    def feature_shards(
         context: dg.AssetExecutionContext,
         config: FeatureSettings,
         data_home: DataHomeResource,
@@ -107,47 +133,80 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         test: pd.DataFrame,
         images: pd.DataFrame,
     ):
-        """One pass over the images of the splits: decode (in parallel with compute), patches,
-        CH-64, CM-225, the CNN forward (CUDA with bf16 autocast when present, CPU otherwise,
-        channels_last) and the stage descriptors."""
+        """Patches, CH-64, CM-225, the CNN embedding and the stage descriptors of the photos of
+        the splits in each shard (a hash of the photo id; ``tagrec_models.features.shards``).
+        One pass per shard: decode (in parallel with compute), the CNN forward (CUDA with bf16
+        autocast when present, CPU otherwise, channels_last). Photos a shard already holds,
+        extracted with the same settings, are reused: a new crawl batch extracts only itself."""
         _, ids, paths = _split_images(train, val, test, images)
+        root = data_home.home.dataset_dir(spec.name) / "features" / "shards"
+        extraction = extraction_config(config)
+        shards = {}
+        for shard in context.partition_keys:
+            rows = shard_members(ids, spec.feature_shards, shard)
+            if not rows:
+                raise dg.Failure(f"{shard} holds no photo of the splits; use fewer shards for {spec.name}")
+            shards[shard] = extract_shard(shard, [ids[i] for i in rows], [paths[i] for i in rows],
+                                          root / shard, extraction, log=progress(context))
+        frame = pd.DataFrame([s.metadata() for s in shards.values()])
+        return dg.Output(shards, output_name="feature_shards", metadata={
+            "shards": md_table(frame), "n_images": int(frame["n_images"].sum()),
+            "n_extracted": int(frame["n_extracted"].sum()), "n_reused": int(frame["n_reused"].sum()),
+            "pid": os.getpid(), "host": socket.gethostname()})
+
+    @dg.multi_asset(
+        name=f"{spec.name}__feature_arrays",
+        outs={
+            name: dg.AssetOut(key=key(spec, name), group_name=spec.name,
+                              description=text, kinds={"pytorch", "numpy"})
+            for name, text in FEATURE_OUTPUTS.items()
+        },
+        ins={**split_ins, "images": dg.AssetIn(key(spec, "images")), "feature_shards": dg.AssetIn(shards_key)},
+        check_specs=[
+            dg.AssetCheckSpec(check, asset=key(spec, name), blocking=True)
+            for name in checked
+            for check in ("finite", "one_row_per_image")
+        ],
+    )
+    def features(
+        context: dg.AssetExecutionContext,
+        data_home: DataHomeResource,
+        train: pd.DataFrame,
+        val: pd.DataFrame,
+        test: pd.DataFrame,
+        images: pd.DataFrame,
+        feature_shards: dict,
+    ):
+        """Every shard's rows gathered into one array per feature, in the order of the splits'
+        images (reads all partitions of feature_shards; memory-mapped, never all in memory)."""
+        _, ids, _ = _split_images(train, val, test, images)
         out_dir = data_home.home.dataset_dir(spec.name) / "features"
-        extraction = ExtractionConfig(
-            backbone=config.backbone,
-            image_size=config.image_size,
-            cnn_resize=config.cnn_resize,
-            stages=tuple(config.stages),
-            grid=config.grid,
-            flip=config.flip,
-            embedding_stages=tuple(config.embedding_stages),
-            patch_sizes=(config.patch_size,),
-            device=DeviceConfig(device=config.device, batch_size=config.batch_size),
-            load=LoadConfig(max_side=config.max_side),
-        )
-        result = extract_features(paths, out_dir, extraction, log=progress(context))
-        write_extraction_settings(extraction, out_dir)  # new photos get the same features (tagrec suggest)
-        broken = result.index[result.index["status"] == "broken"]
+        try:
+            written = assemble_shards([feature_shards[s] for s in sorted(feature_shards)], ids, out_dir)
+        except ValueError as error:
+            raise dg.Failure(str(error)) from error
+        index = pd.read_parquet(written["index"])
+        broken = index[index["status"] == "broken"]
         common = {
-            **result.metadata(),
+            "n_images": len(ids), "n_shards": len(feature_shards),
+            **{f"n_{k}": int(v) for k, v in index["status"].value_counts().items()},
             "broken_images": md_table(broken[["path", "reason"]].head(10)) if len(broken) else "none",
         }
-        files = {
-            "patches": ("patches_" + str(config.patch_size), "patches"),
-            "ch64": ("ch64", "ch64"),
-            "cm225": ("cm225", "cm225"),
-            "cnn_embedding": ("cnn", "cnn"),
-        }
+        patch_file = next(name for name in written if name.startswith("patches_"))
+        files = {"patches": (patch_file, "patches"), "ch64": ("ch64", "ch64"),
+                 "cm225": ("cm225", "cm225"), "cnn_embedding": ("cnn", "cnn")}
         for output, (file_key, name) in files.items():
-            array = np.load(result.files[file_key], mmap_mode="r")
-            handle = ArrayFile.describe(name, result.files[file_key], ids, array)
+            array = np.load(written[file_key], mmap_mode="r")
+            handle = ArrayFile.describe(name, written[file_key], ids, array)
             yield dg.Output(handle, output_name=output, metadata={
                 **common, "shape": list(handle.shape), "dtype": handle.dtype,
                 "path": dg.MetadataValue.path(handle.path)})
             yield from _array_checks(key(spec, output), array, len(ids))
+        stages = sorted(name[len("local_"):] for name in written if name.startswith("local_"))
         stage_files = {
-            stage: ArrayFile.describe(f"local_{stage}", result.files[f"local_{stage}"], ids,
+            stage: ArrayFile.describe(f"local_{stage}", written[f"local_{stage}"], ids,
                                       load_local_descriptors(out_dir, stage))
-            for stage in config.stages
+            for stage in stages
         }
         yield dg.Output(stage_files, output_name="conv_maps", metadata={
             **common, **{f"shape_{s}": list(f.shape) for s, f in stage_files.items()}})
@@ -229,7 +288,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         yield dg.AssetCheckResult(asset_key=vlad_key, check_name="codebook_fitted_on_train_only",
                                   passed=leak[0], metadata={"error": leak[1] or "none"})
 
-    return [features, vlad]
+    return [feature_shards, features, vlad]
 
 
 def _image_tag_matrix(bundle):

@@ -7,6 +7,7 @@ bring-your-own folder adds the rows of its posts file that it skipped.
 """
 
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,7 +19,7 @@ from assets.common import key, md_table, progress
 from assets.datasets import DatasetSpec, default_corel5k_folder
 from assets.resources import DUCKDB_POOL, DataHomeResource, FlickrResource
 from tagrec_models.sources.corel5k import Corel5kConfig, read_corel5k
-from tagrec_models.sources.flickr.crawler import CrawlSpec, load_ingest_tables, load_skips, recrawl
+from tagrec_models.sources.flickr.crawler import STATE_FILE, CrawlSpec, load_ingest_tables, load_skips, recrawl
 from tagrec_models.sources.flickr.crawler import crawl as crawl_fn
 from tagrec_models.sources.folder import FolderConfig, read_folder
 from tagrec_models.sources.openclipart import MAX_FILE_BYTES, OpenclipartConfig, read_openclipart
@@ -28,6 +29,7 @@ from tagrec_models.sources.flickr.errors import (
     FlickrConfigError,
     ImageDownloadError,
 )
+from tagrec_models.sources.flickr.queries import merge_tables, query_folder, query_spec
 from tagrec_models.sources.tables import IMAGE_BROKEN, IngestError, IngestTables
 
 TABLES = ("photos", "photo_tags", "photo_groups", "images")
@@ -191,18 +193,50 @@ class FlickrCrawlSettings(dg.Config):
     fetch_groups: bool = Field(default=True, description="Fetch each photo's pools (paper 2 needs them).")
     mode: str = Field(default="crawl", description="'crawl' (finish or resume) or 'recrawl' (add only what is new since the cursor).")
 
+    def crawl_options(self) -> dict:
+        """Every crawl setting but the listing (a query partition names the listing)."""
+        return {"tag_mode": self.tag_mode, "per_page": self.per_page, "max_pages": self.max_pages or None,
+                "max_photos": self.max_photos or None, "image_size": self.image_size,
+                "fetch_groups": self.fetch_groups}
+
     def crawl_spec(self) -> CrawlSpec:
-        return CrawlSpec(
-            group_ids=tuple(self.group_ids),
-            tags=tuple(self.tags),
-            tag_mode=self.tag_mode,
-            text=self.text or None,
-            per_page=self.per_page,
-            max_pages=self.max_pages or None,
-            max_photos=self.max_photos or None,
-            image_size=self.image_size,
-            fetch_groups=self.fetch_groups,
-        )
+        return CrawlSpec(group_ids=tuple(self.group_ids), tags=tuple(self.tags), text=self.text or None,
+                         **self.crawl_options())
+
+
+def _run_crawl(context, config: FlickrCrawlSettings, flickr: FlickrResource, crawl_spec: CrawlSpec,
+               crawl_dir: Path) -> dg.MaterializeResult:
+    """One crawl (or re-crawl) of ``crawl_spec`` into ``crawl_dir``, its figures as metadata."""
+    if config.mode not in ("crawl", "recrawl"):
+        raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
+    run = recrawl if config.mode == "recrawl" else crawl_fn
+
+    def start_crawl():
+        client = flickr.client(log=progress(context))
+        fetcher = flickr.image_fetcher(log=progress(context))
+        try:
+            return run(crawl_spec, client, crawl_dir, log=progress(context), fetcher=fetcher)
+        finally:
+            fetcher.close()
+
+    summary = failing_clearly(start_crawl)
+    return dg.MaterializeResult(
+        metadata={
+            "crawl_dir": dg.MetadataValue.path(str(crawl_dir)),
+            "rounds": summary.rounds,
+            "photos": summary.photos,
+            "new_photos": summary.new_photos,
+            "images_ok": summary.images_ok,
+            "images_broken": summary.images_broken,
+            "skipped_records": summary.skipped,
+            "pages_fetched": summary.pages_fetched,
+            "pages_reused": summary.pages_reused,
+            "api_calls": dg.MetadataValue.json(summary.api_calls),
+            "retries": summary.retries,
+            "images_retried": summary.images_retried,
+            "cursors": dg.MetadataValue.json(summary.cursors),
+        }
+    )
 
 
 def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
@@ -222,39 +256,51 @@ def flickr_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
         pages, each photo's groups (flickr.photos.getAllContexts) and image files. Rate limited,
         retried with back-off; a killed crawl resumes without re-asking finished pages; mode
         'recrawl' (the schedule's) adds only photos uploaded since the cursor."""
-        if config.mode not in ("crawl", "recrawl"):
-            raise dg.Failure(f"crawl mode must be 'crawl' or 'recrawl', got {config.mode!r}")
         crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
-        run = recrawl if config.mode == "recrawl" else crawl_fn
-
-        def start_crawl():
-            client = flickr.client(log=progress(context))
-            fetcher = flickr.image_fetcher(log=progress(context))
-            try:
-                return run(config.crawl_spec(), client, crawl_dir, log=progress(context), fetcher=fetcher)
-            finally:
-                fetcher.close()
-
-        summary = failing_clearly(start_crawl)
-        return dg.MaterializeResult(
-            metadata={
-                "crawl_dir": dg.MetadataValue.path(str(crawl_dir)),
-                "rounds": summary.rounds,
-                "photos": summary.photos,
-                "new_photos": summary.new_photos,
-                "images_ok": summary.images_ok,
-                "images_broken": summary.images_broken,
-                "skipped_records": summary.skipped,
-                "pages_fetched": summary.pages_fetched,
-                "pages_reused": summary.pages_reused,
-                "api_calls": dg.MetadataValue.json(summary.api_calls),
-                "retries": summary.retries,
-                "images_retried": summary.images_retried,
-                "cursors": dg.MetadataValue.json(summary.cursors),
-            }
-        )
+        return _run_crawl(context, config, flickr, config.crawl_spec(), crawl_dir)
 
     return crawl
+
+
+# One partition per Flickr query (tagrec_models.sources.flickr.queries): `group:<NSID>`,
+# `tags:<tag>[,<tag>...]`, `text:<words>`. Add one in the UI (the asset's partitions tab, or the
+# launchpad) or with `dagster instance`'s API; the re-crawl schedule covers every partition.
+FLICKR_QUERIES = dg.DynamicPartitionsDefinition(name="flickr_queries")
+
+
+def flickr_query_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # backfill_policy is beta in Dagster 1.13
+        return _flickr_query_crawl_asset(spec)
+
+
+def _flickr_query_crawl_asset(spec: DatasetSpec) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=key(spec, "crawl_by_query"),
+        group_name=spec.name,
+        pool="flickr",
+        kinds={"python"},
+        partitions_def=FLICKR_QUERIES,
+        backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=1),
+    )
+    def crawl_by_query(
+        context: dg.AssetExecutionContext,
+        config: FlickrCrawlSettings,
+        data_home: DataHomeResource,
+        flickr: FlickrResource,
+    ) -> dg.MaterializeResult:
+        """The crawl of one query (this partition's key: a group pool, a tag search or a text
+        search) into its own resumable folder, <crawl_name>/queries/<query>/; the settings'
+        group_ids, tags and text are not used, the other settings are. The `flickr` pool keeps
+        one crawl per API key at a time across every partition's run."""
+        try:
+            crawl_spec = query_spec(context.partition_key, **config.crawl_options())
+        except FlickrConfigError as error:
+            raise dg.Failure(str(error)) from error
+        root = data_home.home.source_dir("flickr") / config.crawl_name
+        return _run_crawl(context, config, flickr, crawl_spec, query_folder(root, context.partition_key))
+
+    return crawl_by_query
 
 
 class FlickrTablesSettings(dg.Config):
@@ -262,12 +308,21 @@ class FlickrTablesSettings(dg.Config):
 
 
 def flickr_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
-    @ingest_multi_asset(spec, {"skipped_files": "Flickr records that were malformed, with the reason."}, deps=[key(spec, "crawl")])
+    @ingest_multi_asset(spec, {"skipped_files": "Flickr records that were malformed, with the reason."},
+                        deps=[key(spec, "crawl"), key(spec, "crawl_by_query")])
     def ingest(context: dg.AssetExecutionContext, config: FlickrTablesSettings, data_home: DataHomeResource):
-        """The ingest tables of every finished page of the crawl."""
-        crawl_dir = data_home.home.source_dir("flickr") / config.crawl_name
-        tables = failing_clearly(load_ingest_tables, crawl_dir)
-        yield from _emit(tables, {"skipped_files": load_skips(crawl_dir)})
+        """The ingest tables of every finished page of the crawl and of every query partition's
+        crawl, merged (a photo found by several queries is one photo)."""
+        root = data_home.home.source_dir("flickr") / config.crawl_name
+        folders = [root] if (root / STATE_FILE).exists() else []
+        folders += [query_folder(root, q) for q in sorted(context.instance.get_dynamic_partitions(FLICKR_QUERIES.name))
+                    if (query_folder(root, q) / STATE_FILE).exists()]
+        if not folders:
+            failing_clearly(load_ingest_tables, root)  # the crawl's own error: nothing crawled yet
+        tables = merge_tables([failing_clearly(load_ingest_tables, f) for f in folders])
+        skips = pd.concat([load_skips(f) for f in folders], ignore_index=True)
+        context.log.info(f"flickr ingest: {len(folders)} crawl folder(s), {len(tables.photos)} photos")
+        yield from _emit(tables, {"skipped_files": skips})
 
     return ingest
 
@@ -314,7 +369,7 @@ def folder_ingest(spec: DatasetSpec) -> dg.AssetsDefinition:
 SOURCE_ASSETS: dict[str, tuple[Callable[[DatasetSpec], dg.AssetsDefinition], ...]] = {
     "openclipart": (openclipart_ingest,),
     "corel5k": (corel5k_ingest,),
-    "flickr": (flickr_crawl_asset, flickr_ingest),
+    "flickr": (flickr_crawl_asset, flickr_query_crawl_asset, flickr_ingest),
     "folder": (folder_ingest,),
 }
 # Extra ingest outputs a source offers to later stages (the splits read ``standard_split``).

@@ -2,6 +2,11 @@
 the data home (the source of truth) and a DuckDB view ``<dataset>.<asset>``; every other value
 (a small handle naming files an asset wrote itself: feature arrays, model files) is pickled.
 
+A partitioned asset (the feature shards) returns a dict ``{partition key: value}`` for the
+partitions its step materialised; each value is pickled on its own
+(``<asset>__<partition>.pkl``), and a step that reads several partitions (every shard, for the
+assets that must see every image) gets the dict back.
+
 An asset whose definition metadata names ``results_table`` also replaces its dataset's rows in
 ``results.<results_table>``, so that one DuckDB table holds every dataset's results, and its
 column schema carries every column's meaning (``assets.table_schema``).
@@ -46,6 +51,14 @@ class TagrecIOManager(dg.ConfigurableIOManager):
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         dataset, name = self._names(context.asset_key)
+        if context.has_asset_partitions:
+            keys = context.asset_partition_keys
+            if not isinstance(obj, dict) or set(obj) != set(keys):
+                raise dg.Failure(f"{context.asset_key.to_user_string()}: a partitioned asset returns "
+                                 f"{{partition: value}} for its partitions {keys}")
+            for partition in keys:
+                self._pickle(self._home().object_path(dataset, f"{name}__{partition}"), obj[partition])
+            return
         if isinstance(obj, pd.DataFrame):
             path = self._home().table_path(dataset, name)
             store = DuckDBStore(self._home().duckdb_path, log=context.log.info)
@@ -69,12 +82,26 @@ class TagrecIOManager(dg.ConfigurableIOManager):
                 }
             )
         else:
-            with atomic_path(self._home().object_path(dataset, name)) as tmp:
-                with tmp.open("wb") as handle:
-                    pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            self._pickle(self._home().object_path(dataset, name), obj)
+
+    @staticmethod
+    def _pickle(path: Path, obj: Any) -> None:
+        with atomic_path(path) as tmp:
+            with tmp.open("wb") as handle:
+                pickle.dump(obj, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
     def load_input(self, context: dg.InputContext) -> Any:
         dataset, name = self._names(context.asset_key)
+        if context.has_asset_partitions:
+            found = {}
+            for partition in context.asset_partition_keys:
+                path = self._home().object_path(dataset, f"{name}__{partition}")
+                if not path.exists():
+                    raise dg.Failure(f"partition {partition} of {context.asset_key.to_user_string()} has "
+                                     f"never been materialised (no {path}): materialise it first")
+                with path.open("rb") as handle:
+                    found[partition] = pickle.load(handle)
+            return found
         parquet = self._home().table_path(dataset, name)
         pickled = self._home().object_path(dataset, name)
         if parquet.exists():

@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence
 import dagster as dg
 import pandas as pd
 
-from assets.common import (SignificanceConfig, jsonable, key, md_table, plot_metadata, post_records, progress,
-                           results_table_asset)
+from assets.common import (GPU_STEP_TAGS, SignificanceConfig, jsonable, key, md_table, plot_metadata,
+                           post_records, progress, results_table_asset)
 from assets.datasets import DatasetSpec
 from assets.inputs import bundle_and_side, comparison_ins, side_ins, split_ins
 from assets.model_config import config_values, settings_class
@@ -66,6 +66,7 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
         kinds={"pytorch" if model_cls.accelerated else "numpy"},
         # One accelerator: torch training steps queue on the `gpu` pool (dagster.yaml).
         pool="gpu" if model_cls.accelerated else None,
+        op_tags=GPU_STEP_TAGS if model_cls.accelerated else None,
         metadata={"dagster/code_references": code_reference(model_cls)},
     )
     def model(context: dg.AssetExecutionContext, config: Settings, data_home: DataHomeResource, **inputs):

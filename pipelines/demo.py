@@ -25,6 +25,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
+from assets.datasets import dataset as dataset_spec
+from assets.features import all_shards_tags
 from pipelines.definitions import defs
 from pipelines.instance import ready_instance
 from tagrec_models import reporting
@@ -81,6 +83,15 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
             }
         ops[node] = {"config": settings}
     return {"ops": ops}
+
+
+def every_shard(job: dg.JobDefinition, dataset: str) -> dict[str, str]:
+    """One run, one step for every feature shard (issue 14): the whole partition range when the
+    job materialises the shards; a backfill (``make ui``) runs them apart instead."""
+    shards = dg.AssetKey([dataset, "feature_shards"])
+    if shards not in job.asset_layer.executable_asset_keys:
+        return {}
+    return all_shards_tags(dataset_spec(dataset))
 
 
 def summary(dataset: str) -> str:
@@ -163,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{', recipe ' + args.recipe if args.recipe else ''})...", flush=True)
         planned = job.get_subset(asset_selection=set(selection)) if selection else job
         result = job.execute_in_process(instance=instance, run_config=run_config(planned, args.profile, args.recipe),
-                                        raise_on_error=False, asset_selection=selection)
+                                        raise_on_error=False, asset_selection=selection,
+                                        tags=every_shard(planned, dataset))
         minutes = (time.perf_counter() - started) / 60
         if not result.success:
             failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]

@@ -13,6 +13,7 @@ import duckdb
 import pytest
 
 from assets.datasets import OPENCLIPART
+from assets.features import all_shards_tags
 from assets.factory import dataset_assets
 from assets.papers import dataset_methods, shape_of
 from assets.table_schema import UNDESCRIBED
@@ -55,6 +56,7 @@ def test_every_openclipart_asset_materialises(tmp_path, openclipart_sample):
         resources=resources(tmp_path),
         run_config=run_config(openclipart_sample),
         raise_on_error=False,
+        tags=all_shards_tags(OPENCLIPART),
     )
     failures = [e.event_specific_data.error.to_string() for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE"]

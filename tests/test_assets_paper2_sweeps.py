@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from assets.datasets import OPENCLIPART
+from assets.features import all_shards_tags
 from assets.factory import dataset_assets
 from assets.paper2_sweeps import paper2_sweep_assets
 from tagrec_models.studies.sweeps import LAMBDAS
@@ -26,6 +27,7 @@ def test_paper2_sweeps_materialise_into_duckdb(tmp_path, openclipart_sample):
         dataset_assets(OPENCLIPART),
         selection=dg.AssetSelection.assets(*sweeps).upstream().required_multi_asset_neighbors(),
         resources=resources(tmp_path),
+        tags=all_shards_tags(OPENCLIPART),
         run_config={"ops": {
             "openclipart__ingest": {"config": {"folder": str(openclipart_sample)}},
             "openclipart__preprocess": {"config": RECIPE},

@@ -372,6 +372,7 @@ def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample)
     under a second on the CPU after loading."""
     dg = pytest.importorskip("dagster")
     from assets.datasets import OPENCLIPART
+    from assets.features import all_shards_tags
     from assets.factory import dataset_assets
     from tagrec_models.vocabulary.wordnet import WORDNET_SOURCE
     from test_assets_pipeline import resources
@@ -391,7 +392,7 @@ def test_suggest_end_to_end_on_materialised_assets(tmp_path, openclipart_sample)
     }
     selection = dg.AssetSelection.assets(*[dg.AssetKey([DATASET, f"model_{m}"]) for m in models]).upstream().required_multi_asset_neighbors()
     result = dg.materialize(dataset_assets(OPENCLIPART), selection=selection, resources=resources(tmp_path),
-                            run_config={"ops": ops}, raise_on_error=False)
+                            run_config={"ops": ops}, raise_on_error=False, tags=all_shards_tags(OPENCLIPART))
     failures = [e.event_specific_data.error.to_string() for e in result.all_events
                 if e.event_type_value == "STEP_FAILURE"]
     assert result.success, failures[:2]
