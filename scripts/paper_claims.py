@@ -28,6 +28,7 @@ CLAIMS = [
     ("openclipart", "cnn_permlp", "mp_u", "paper 1: CNN-PerMLP beats the best history baseline MP-u"),
     ("openclipart", "pt_permlp", "mp_u", "beyond paper 1: PT-PerMLP beats MP-u"),
     ("openclipart", "ug_nw", "personal_knn", "UG-NW against personalised neighbours"),
+    ("openclipart", "personal_hybrid", "ug_nw", "beyond the papers: the personal hybrid beats UG-NW"),
     ("openclipart", "dcca", "cca", "paper 3: DCCA beats CCA"),
     ("corel5k", "dcca", "cca", "paper 3: DCCA beats CCA"),
     ("corel5k", "dcca", "kcca", "paper 3: DCCA beats KCCA"),
