@@ -213,8 +213,11 @@ def _filter_levels(
     tried: list[tuple[tuple[int, int], dict | None, str | None]] = []
     fallback: _LevelOutcome | None = None
     last_empty: tuple[str, dict | None] | None = None
-    for level in levels:
-        attempt, empty_step = _run_level(con, source, recipe, level, owned, say)
+    for index, level in enumerate(levels):
+        # At the last level nothing will read ``source`` again: it is dropped as soon as the
+        # level's first step has copied what it keeps (on 100M rows, a table of ~5 GB).
+        last = index == len(levels) - 1
+        attempt, empty_step = _run_level(con, source, recipe, level, owned, say, last)
         if empty_step is not None:
             tried.append((level, None, empty_step))
             before = attempt.stats[-2] if len(attempt.stats) > 1 else source_stats
@@ -258,13 +261,19 @@ def _run_level(
     level: tuple[int, int],
     owned: list[str],
     say: Log,
+    release_source: bool = False,
 ) -> tuple[_LevelOutcome, str | None]:
     """Sample, share rule and core at one level; returns the outcome and the step that left
-    nothing (None when something is left)."""
+    nothing (None when something is left).
+
+    Each step's input table is dropped once the step has made its output (only the level's
+    result is read later), ``source`` too when ``release_source``: the peak memory is then
+    two tables, not one per step."""
     k_users, k_tags = level
     stats: list[dict] = []
     notes: list[str] = []
     current = source
+    keep = None if release_source else source
 
     def outcome(step: str | None) -> tuple[_LevelOutcome, str | None]:
         return _LevelOutcome(current, level, stats, notes), step
@@ -272,6 +281,7 @@ def _run_level(
     if recipe.n_users is not None:
         eligible_min = k_users if recipe.sample_eligible_only else 1
         salt = sql_string(f"{recipe.seed}:")
+        before = current
         current = _derive(
             con,
             owned,
@@ -286,6 +296,7 @@ def _run_level(
             SELECT * FROM {source} SEMI JOIN chosen USING (user_id)
             """,
         )
+        _release(con, owned, before, keep)
         stats.append(
             _stats(
                 con,
@@ -321,6 +332,7 @@ def _run_level(
             SELECT * FROM {before} ANTI JOIN too_common USING (user_id, tag)
             """,
         )
+        _release(con, owned, before, keep)
         detail = f"tags on > {share:g} of a user's images dropped"
         stats.append(_stats(con, current, "tag_share", detail))
         say(f"preprocess {recipe.name}: tag-share rule {_describe(stats[-1])}")
@@ -328,7 +340,7 @@ def _run_level(
             return outcome("tag_share")
 
     if k_users > 1 or k_tags > 1:
-        current, iterations = _core(con, current, k_users, k_tags, owned, say, recipe.name)
+        current, iterations = _core(con, current, k_users, k_tags, owned, say, recipe.name, keep)
         stats.append(
             _stats(con, current, "core", f"{k_users}/{k_tags}-core, {iterations} iteration(s)")
         )
@@ -346,6 +358,7 @@ def _core(
     owned: list[str],
     say: Log,
     name: str,
+    keep: str | None = None,
 ) -> tuple[str, int]:
     """The (k_users, k_tags)-core by repeated simultaneous filtering until nothing changes.
 
@@ -353,7 +366,8 @@ def _core(
     no tag is under its k; otherwise it removes the rows of all such users and tags at once.
     The fixed point is the same as alternating the two filters (the core is unique), and
     simultaneous filtering needs fewer passes. The last pass only counts: on 10M rows that
-    spares a full copy of the table. Returns the table and the number of passes.
+    spares a full copy of the table. Each pass's input table is dropped once the next exists,
+    ``source`` included unless it is ``keep``. Returns the table and the number of passes.
     """
     current = source
     iterations = 0
@@ -394,9 +408,7 @@ def _core(
                 f"ANTI JOIN {small_tags} USING (tag)",
             )
             # Drop intermediate tables as we go: on 10M rows each one is hundreds of MB.
-            if previous != source:
-                owned.remove(previous)
-                drop_tables(con, previous)
+            _release(con, owned, previous, keep)
             if fetch_one(con, f"SELECT count(*) FROM {current}")[0] == 0:
                 return current, iterations
     finally:
@@ -445,6 +457,13 @@ def _map_wordnet(
         return out
     finally:
         con.execute(f"DROP VIEW IF EXISTS {view}")
+        drop_tables(con, table)
+
+
+def _release(con: duckdb.DuckDBPyConnection, owned: list[str], table: str, keep: str | None) -> None:
+    """Drop ``table`` when this call made it (it is in ``owned``) and it is not ``keep``."""
+    if table != keep and table in owned:
+        owned.remove(table)
         drop_tables(con, table)
 
 
