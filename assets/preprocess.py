@@ -8,8 +8,8 @@ the step's peak memory.
 
 
 import dagster as dg
-import duckdb
 import pandas as pd
+from pydantic import Field
 
 from assets.common import check_result, key, md_table, progress
 from assets.datasets import DatasetSpec
@@ -18,7 +18,15 @@ from assets.recipe_settings import RecipeSettings
 from assets.resources import DUCKDB_POOL, DataHomeResource
 from tagrec_models.preprocess.checks import check_core, check_nonempty
 from tagrec_models.preprocess.filtering import PreprocessError, preprocess
-from tagrec_models.preprocess.relations import PreprocessInputError
+from tagrec_models.preprocess.relations import PreprocessInputError, connect
+
+
+class PreprocessSettings(RecipeSettings):
+    duckdb_memory_limit: str = Field(
+        default="",
+        description="What DuckDB may hold while preprocessing before it spills to the data home's "
+        "duckdb_tmp folder (DuckDB syntax, e.g. '12GB'); empty: half the machine's memory.",
+    )
 
 
 def preprocess_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
@@ -60,7 +68,7 @@ def preprocess_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     )
     def preprocess_asset(
         context: dg.AssetExecutionContext,
-        config: RecipeSettings,
+        config: PreprocessSettings,
         data_home: DataHomeResource,
         assignments: pd.DataFrame,
         tag_mapping: pd.DataFrame,
@@ -69,17 +77,18 @@ def preprocess_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         mapping = tag_mapping.dropna(subset=["tag"]).drop_duplicates("tag")[["tag", recipe.wordnet_column]]
         # Written in the data home (moved into place by the IO manager: a rename).
         staging = data_home.home.dataset_dir(spec.name) / "staging" / "filtered_assignments.parquet"
-        con = duckdb.connect()
+        con = connect(config.duckdb_memory_limit or None, data_home.home.root / "duckdb_tmp")
         try:
             result = preprocess(con, assignments, recipe, log=progress(context), wordnet_mapping=mapping,
                                 output=staging)
+            k_users, k_tags = result.core
+            core = check_core(result.parquet, k_users, k_tags, con=con)
+            nonempty = check_nonempty(result.parquet, con=con)
         except (PreprocessError, PreprocessInputError) as error:
             raise dg.Failure(f"dataset {spec.name}: {error}") from error
         finally:
             con.close()
         final = result.stats.iloc[-1]  # the counts of the written rows
-        k_users, k_tags = result.core
-        core, nonempty = check_core(result.parquet, k_users, k_tags), check_nonempty(result.parquet)
         yield dg.Output(
             ParquetTable(result.parquet),
             output_name="filtered_assignments",

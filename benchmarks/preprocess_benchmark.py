@@ -10,7 +10,9 @@ included; each size and recipe is run ``--repeat`` times and the fastest run rep
 largest peak kept). Then it prints the 10M / 1M ratios and whether the targets of issue 2 hold: the
 10M run under 12x the 1M run, under 2 minutes and under 8 GB.
 
-The result is written the way the pipeline's ``filtered_assignments`` asset writes it: by
+The connection is the pipeline's (``tagrec_models.preprocess.relations.connect``: DuckDB's
+memory limit half the machine's memory unless ``--memory-limit`` says otherwise, spilling to
+``--data-dir``/duckdb_tmp). The result is written the way the pipeline's ``filtered_assignments`` asset writes it: by
 DuckDB, sorted, to a Parquet file (``preprocess(..., output=path)``; a temporary file in
 ``--data-dir``, deleted after the run). ``--dataframe`` returns it as a pandas DataFrame
 instead (the library's default for small inputs, and what this benchmark measured before).
@@ -102,13 +104,12 @@ def generate(
     tmp.replace(path)
 
 
-def child(parquet: Path, recipe_name: str, threads: int, dataframe: bool) -> None:
+def child(parquet: Path, recipe_name: str, threads: int, dataframe: bool, memory_limit: str) -> None:
     """Run one timed preprocess and print a JSON line with the figures."""
     import resource
 
-    import duckdb
-
     from tagrec_models.preprocess import preprocess, recipe_for
+    from tagrec_models.preprocess.relations import connect
 
     recipes = {
         "nuswide": recipe_for("nuswide"),
@@ -117,8 +118,9 @@ def child(parquet: Path, recipe_name: str, threads: int, dataframe: bool) -> Non
         ),
     }
     recipe = recipes[recipe_name]
-    con = duckdb.connect()
-    con.execute(f"SET threads = {int(threads)}")
+    # The pipeline's connection (assets/preprocess.py): its memory limit, spilling beside the data.
+    con = connect(memory_limit or None, parquet.parent / "duckdb_tmp", threads)
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     output = None if dataframe else parquet.with_name(f"result_{recipe_name}_{os.getpid()}.parquet")
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     start = time.perf_counter()
@@ -145,14 +147,16 @@ def child(parquet: Path, recipe_name: str, threads: int, dataframe: bool) -> Non
                 "core_detail": str(final["detail"]),
                 "result": "DataFrame" if output is None else "Parquet",
                 "output_bytes": output_bytes,
+                "memory_limit": limit,
             }
         )
     )
 
 
-def run_child(parquet: Path, recipe: str, threads: int, dataframe: bool) -> dict:
+def run_child(parquet: Path, recipe: str, threads: int, dataframe: bool, memory_limit: str) -> dict:
     command = [sys.executable, __file__, "--child", str(parquet), "--recipe", recipe,
-               "--threads", str(threads)] + (["--dataframe"] if dataframe else [])  # fmt: skip
+               "--threads", str(threads), "--memory-limit", memory_limit]
+    command += ["--dataframe"] if dataframe else []
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({recipe}, {parquet}):\n{done.stderr}")
@@ -179,13 +183,16 @@ def main() -> None:
     parser.add_argument("--dataframe", action="store_true",
                         help="return the result as a pandas DataFrame instead of writing the "
                         "Parquet file the pipeline stores")  # fmt: skip
+    parser.add_argument("--memory-limit", default="",
+                        help="DuckDB memory_limit (e.g. 12GB); empty: the pipeline's default, "
+                        "half the machine's memory")  # fmt: skip
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--generate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--recipe", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child, args.recipe, args.threads, args.dataframe)
+        child(args.child, args.recipe, args.threads, args.dataframe, args.memory_limit)
         return
     if args.generate is not None:
         generate(args.generate, args.size, args.users, args.tags, args.user_exponent,
@@ -214,7 +221,7 @@ def main() -> None:
             subprocess.run(command, cwd=REPO, check=True)
             print(f"generated {parquet} in {time.perf_counter() - start:.1f} s (not timed)")
         for recipe in args.recipes:
-            runs = [run_child(parquet, recipe, args.threads, args.dataframe)
+            runs = [run_child(parquet, recipe, args.threads, args.dataframe, args.memory_limit)
                     for _ in range(args.repeat)]  # fmt: skip
             figures = dict(min(runs, key=lambda r: r["wall_s"]))
             figures["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in runs)
@@ -224,7 +231,8 @@ def main() -> None:
                 f"{recipe:8s} {size:>11,d} assignments: wall {figures['wall_s']:7.2f} s "
                 f"(best of {walls}), "
                 f"peak RSS {figures['peak_rss_bytes'] / 1024**2:8.0f} MiB "
-                f"(after imports {figures['rss_after_imports_bytes'] / 1024**2:.0f} MiB); "
+                f"(after imports {figures['rss_after_imports_bytes'] / 1024**2:.0f} MiB, "
+                f"DuckDB memory_limit {figures['memory_limit']}); "
                 f"result {figures['users']} users, {figures['tags']} tags, "
                 f"{figures['posts']} posts, {figures['assignments']} assignments "
                 f"({figures['core_detail']})"

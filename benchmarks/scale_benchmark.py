@@ -171,7 +171,8 @@ def features(args: argparse.Namespace) -> None:
 def preprocess(args: argparse.Namespace) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "preprocess_benchmark.py"), "--sizes", str(args.assignments),
                "--recipes", *args.recipes, "--repeat", "1", "--threads", str(args.threads),
-               "--data-dir", str(args.data_dir)] + (["--dataframe"] if args.dataframe else [])
+               "--data-dir", str(args.data_dir), "--memory-limit", args.memory_limit]
+    command += ["--dataframe"] if args.dataframe else []
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     print(done.stdout, end="")
@@ -207,6 +208,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "tagrec_preprocess_benchmark")
     p.add_argument("--dataframe", action="store_true", help="result as a pandas DataFrame, not Parquet")
+    p.add_argument("--memory-limit", default="", help="DuckDB memory_limit; empty: the pipeline's default")
     w = sub.add_parser("worker")
     w.add_argument("spec", type=Path)
     args = parser.parse_args()

@@ -332,3 +332,20 @@ def test_parquet_output_replaces_an_older_file_and_keeps_the_chain_result(con, t
     assert set(map(tuple, pd.read_parquet(path).itertuples(index=False))) == {
         ("u1", "p1", "a"), ("u1", "p1", "b"), ("u1", "p2", "a"), ("u1", "p2", "b"),
     }  # fmt: skip
+
+
+def test_the_preprocessing_connection_holds_half_the_machine_unless_told(tmp_path):
+    from tagrec_models.preprocess.relations import connect, machine_memory_bytes
+
+    def setting(con, name):
+        return con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0]
+
+    units = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    with connect() as default:
+        number, unit = setting(default, "memory_limit").split()
+        assert abs(float(number) * units[unit] - machine_memory_bytes() / 2) < 0.1 * 2**30
+    with connect("1GB", tmp_path / "spill", threads=1) as told:
+        assert setting(told, "memory_limit") == "953.6 MiB"  # 10^9 bytes
+        assert setting(told, "temp_directory") == str(tmp_path / "spill")
+        assert setting(told, "threads") == 1
+        assert (tmp_path / "spill").is_dir()
