@@ -24,9 +24,9 @@ commute, so ``preprocess`` applies them in this order, for these reasons:
 
 Everything runs as SQL on temporary tables in the caller's connection, so 10M assignments
 never pass through Python objects. The result comes back as a pandas DataFrame, or, with
-``output=``, as a Parquet file that DuckDB writes straight from the last table: on 100M
-assignments the DataFrame alone was the difference between 9 and 17 GiB of peak memory, and
-the pipeline's ``filtered_assignments`` asset is stored as that Parquet file anyway.
+``output=``, as a Parquet file that DuckDB writes straight from the last table (the
+pipeline's ``filtered_assignments`` asset is that file): on 100M assignments (recipe
+``full10`` of ``benchmarks/preprocess_benchmark.py``) the DataFrame path peaked at 17.2 GiB.
 """
 
 from __future__ import annotations
