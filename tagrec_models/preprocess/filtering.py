@@ -214,9 +214,10 @@ def _filter_levels(
     fallback: _LevelOutcome | None = None
     last_empty: tuple[str, dict | None] | None = None
     for index, level in enumerate(levels):
-        # At the last level nothing will read ``source`` again: it is dropped as soon as the
-        # level's first step has copied what it keeps (on 100M rows, a table of ~5 GB).
-        last = index == len(levels) - 1
+        # At the last level nothing will read ``source`` again (unless it is an earlier
+        # level's result, kept as the fallback): it is dropped as soon as the level's first
+        # step has copied what it keeps (on 100M rows, a table of several GB).
+        last = index == len(levels) - 1 and (fallback is None or fallback.table != source)
         attempt, empty_step = _run_level(con, source, recipe, level, owned, say, last)
         if empty_step is not None:
             tried.append((level, None, empty_step))
