@@ -2,6 +2,11 @@
 the data home (the source of truth) and a DuckDB view ``<dataset>.<asset>``; every other value
 (a small handle naming files an asset wrote itself: feature arrays, model files) is pickled.
 
+An asset whose table is too large to pass through pandas (``filtered_assignments``: 100M rows
+at scale) writes the Parquet file itself with DuckDB and returns a ``ParquetTable`` naming it:
+the file is moved into the table's place and published like a returned DataFrame's, and
+downstream assets read it back as a DataFrame all the same.
+
 A partitioned asset (the feature shards) returns a dict ``{partition key: value}`` for the
 partitions its step materialised; each value is pickled on its own
 (``<asset>__<partition>.pkl``), and a step that reads several partitions (every shard, for the
@@ -14,12 +19,16 @@ column schema carries every column's meaning (``assets.table_schema``).
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow.parquet as pq
 
 from assets.table_schema import column_schema_metadata
 from tagrec_models.paths import DataHome
@@ -37,6 +46,15 @@ def table_schema(frame: pd.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
     )
+
+
+@dataclass(frozen=True)
+class ParquetTable:
+    """A table an asset wrote as a Parquet file itself (DuckDB ``COPY``), to be published as the
+    asset's table: the IO manager moves ``path`` into place, so it should lie in the data home
+    (same file system: a rename, not a copy)."""
+
+    path: Path
 
 
 class TagrecIOManager(dg.ConfigurableIOManager):
@@ -58,6 +76,9 @@ class TagrecIOManager(dg.ConfigurableIOManager):
                                  f"{{partition: value}} for its partitions {keys}")
             for partition in keys:
                 self._pickle(self._home().object_path(dataset, f"{name}__{partition}"), obj[partition])
+            return
+        if isinstance(obj, ParquetTable):
+            self._publish_file(context, dataset, name, Path(obj.path))
             return
         if isinstance(obj, pd.DataFrame):
             path = self._home().table_path(dataset, name)
@@ -83,6 +104,36 @@ class TagrecIOManager(dg.ConfigurableIOManager):
             )
         else:
             self._pickle(self._home().object_path(dataset, name), obj)
+
+    def _publish_file(self, context: dg.OutputContext, dataset: str, name: str, written: Path) -> None:
+        """Publish a Parquet file an asset wrote (``ParquetTable``) as its table, reading only
+        the file's footer and first rows for the metadata."""
+        if (context.definition_metadata or {}).get("results_table") is not None:
+            raise dg.Failure(f"{context.asset_key.to_user_string()}: a results table is returned as a DataFrame")
+        path = self._home().table_path(dataset, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = DuckDBStore(self._home().duckdb_path, log=context.log.info)
+        if os.stat(written).st_dev == os.stat(path.parent).st_dev:
+            store.publish_parquet(dataset, name, written, path)
+        else:  # written outside the data home's file system: copied beside the table first
+            with staged_path(path) as staged:
+                shutil.copyfile(written, staged)
+                store.publish_parquet(dataset, name, staged, path)
+            written.unlink()
+        parquet = pq.ParquetFile(path)
+        head = next(parquet.iter_batches(batch_size=PREVIEW_ROWS), None)
+        preview = parquet.schema_arrow.empty_table() if head is None else head
+        context.add_output_metadata(
+            {
+                "dagster/row_count": parquet.metadata.num_rows,
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in parquet.schema_arrow]
+                ),
+                "preview": dg.MetadataValue.md(markdown_preview(preview.to_pandas())),
+                "parquet": dg.MetadataValue.path(str(path)),
+                "duckdb_view": f'"{dataset}"."{name}"',
+            }
+        )
 
     @staticmethod
     def _pickle(path: Path, obj: Any) -> None:

@@ -20,8 +20,9 @@ set is cached in ``--data-dir``.
 rule and a 10/10-core to a fixed point; and ``nuswide``: top 100 tags, 1,000 users, 10-core)
 on a generated folksonomy of ``--assignments`` (100M by default: 100k users, 20k tags,
 Zipf-like; ``benchmarks/preprocess_benchmark.py`` generates and times it, each run in a fresh
-process), printing wall time and peak resident memory against the issue's goals (under 10
-minutes and 16 GB).
+process), the result written to Parquet by DuckDB as the pipeline's ``filtered_assignments``
+asset stores it (``--dataframe``: returned as a pandas DataFrame instead), printing wall time
+and peak resident memory against the issue's goals (under 10 minutes and 16 GB).
 
     .venv/bin/python benchmarks/scale_benchmark.py features --n 20000
     .venv/bin/python benchmarks/scale_benchmark.py preprocess --assignments 100000000
@@ -170,7 +171,8 @@ def features(args: argparse.Namespace) -> None:
 def preprocess(args: argparse.Namespace) -> None:
     command = [sys.executable, str(REPO / "benchmarks" / "preprocess_benchmark.py"), "--sizes", str(args.assignments),
                "--recipes", *args.recipes, "--repeat", "1", "--threads", str(args.threads),
-               "--data-dir", str(args.data_dir)]
+               "--data-dir", str(args.data_dir), "--memory-limit", args.memory_limit]
+    command += ["--dataframe"] if args.dataframe else []
     started = time.perf_counter()
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     print(done.stdout, end="")
@@ -205,6 +207,8 @@ def main() -> None:
     p.add_argument("--recipes", nargs="+", default=["full10", "nuswide"], choices=["full10", "nuswide"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "tagrec_preprocess_benchmark")
+    p.add_argument("--dataframe", action="store_true", help="result as a pandas DataFrame, not Parquet")
+    p.add_argument("--memory-limit", default="", help="DuckDB memory_limit; empty: the pipeline's default")
     w = sub.add_parser("worker")
     w.add_argument("spec", type=Path)
     args = parser.parse_args()

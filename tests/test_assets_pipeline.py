@@ -8,6 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from assets.datasets import COREL5K, OPENCLIPART
@@ -107,6 +108,16 @@ def test_openclipart_sample_materialises_into_duckdb(tmp_path, openclipart_sampl
         assert parts["train"] > parts["test"] > 0
         mapping = con.execute("SELECT count(*) FROM openclipart.tag_mapping WHERE synset IS NOT NULL").fetchone()[0]
         assert mapping > 0
+    # DuckDB wrote the filtered assignments to Parquet (no DataFrame); the IO manager moved the
+    # file into place: sorted, as many rows as the metadata says, nothing left in staging.
+    dataset = tmp_path / "datasets" / "openclipart"
+    table = pd.read_parquet(dataset / "tables" / "filtered_assignments.parquet")
+    metadata = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    filtered = metadata["filtered_assignments"]
+    assert len(table) == filtered["assignments"].value == filtered["dagster/row_count"].value > 0
+    assert list(table.columns) == ["user_id", "photo_id", "tag"]
+    pd.testing.assert_frame_equal(table, table.sort_values(list(table.columns)).reset_index(drop=True))
+    assert list((dataset / "staging").iterdir()) == []
 
 
 @needs_wordnet

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -272,3 +273,79 @@ def test_recipes_validate_and_the_profiles_follow_paper_1():
     )  # fmt: skip
     assert nus.max_user_tag_share == ptr.max_user_tag_share == 0.5
     assert PROFILES["corel5k_standard"].split == "predefined"
+
+
+def assert_parquet_equals_frame(con, data, rules, tmp_path, wordnet_mapping=None):
+    """The Parquet output (``output=``) holds the DataFrame result's rows in the same order,
+    with the same stats, notes and effective recipe."""
+    in_memory = preprocess(con, data, rules, wordnet_mapping=wordnet_mapping)
+    path = tmp_path / "out" / "filtered.parquet"
+    on_disk = preprocess(con, data, rules, wordnet_mapping=wordnet_mapping, output=path)
+    assert on_disk.assignments is None and on_disk.parquet == path and in_memory.parquet is None
+    written = pd.read_parquet(path)
+    assert list(written.columns) == COLUMNS
+    pd.testing.assert_frame_equal(
+        written.astype(str), in_memory.assignments.astype(str), check_dtype=False
+    )
+    pd.testing.assert_frame_equal(on_disk.stats, in_memory.stats)
+    assert (on_disk.notes, on_disk.recipe) == (in_memory.notes, in_memory.recipe)
+    assert on_disk.stats.iloc[-1]["assignments"] == len(written)
+    # Written atomically: nothing but the file itself is left in its folder.
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    return written
+
+
+def test_parquet_output_equals_the_dataframe_on_the_openclipart_fixture(con, tmp_path, openclipart_sample):
+    from tagrec_models.preprocess.assemble import assignments_from_ingest
+    from tagrec_models.sources.openclipart import read_openclipart
+
+    tables = read_openclipart(openclipart_sample)
+    data = assignments_from_ingest(tables.photos, tables.photo_tags, tables.images)
+    rules = recipe_for("openclipart_default")  # 50% rule, 5/5-core scaled down on 50 images
+    written = assert_parquet_equals_frame(con, data, rules, tmp_path)
+    assert len(written) > 0
+    assert check_core(written, *preprocess(con, data, rules).core)[0]
+
+
+def test_parquet_output_equals_the_dataframe_on_many_rows_in_parallel(con, tmp_path):
+    # Enough rows for several DuckDB row groups and threads: the file must still be in the
+    # ORDER BY order although preprocessing turns preserve_insertion_order off.
+    rng = np.random.default_rng(3)
+    n = 400_000
+    data = pd.DataFrame({
+        "user_id": [f"u{i}" for i in rng.integers(0, 3_000, n)],
+        "photo_id": [f"p{i}" for i in rng.integers(0, 60_000, n)],
+        "tag": [f"t{i}" for i in rng.integers(0, 500, n)],
+    })  # fmt: skip
+    con.execute("SET threads = 4")
+    written = assert_parquet_equals_frame(con, data, recipe(core_users=3, core_tags=3), tmp_path)
+    ordered = written.sort_values(COLUMNS, kind="stable").reset_index(drop=True)
+    pd.testing.assert_frame_equal(written, ordered)
+
+
+def test_parquet_output_replaces_an_older_file_and_keeps_the_chain_result(con, tmp_path):
+    path = tmp_path / "out" / "filtered.parquet"
+    path.parent.mkdir()
+    path.write_bytes(b"an older result")
+    rules = recipe(core_users=2, core_tags=2)
+    preprocess(con, frame(CHAIN), rules, output=path)
+    assert set(map(tuple, pd.read_parquet(path).itertuples(index=False))) == {
+        ("u1", "p1", "a"), ("u1", "p1", "b"), ("u1", "p2", "a"), ("u1", "p2", "b"),
+    }  # fmt: skip
+
+
+def test_the_preprocessing_connection_holds_half_the_machine_unless_told(tmp_path):
+    from tagrec_models.preprocess.relations import connect, machine_memory_bytes
+
+    def setting(con, name):
+        return con.execute(f"SELECT current_setting('{name}')").fetchall()[0][0]
+
+    units = {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+    with connect() as default:
+        number, unit = setting(default, "memory_limit").split()
+        assert abs(float(number) * units[unit] - machine_memory_bytes() / 2) < 0.1 * 2**30
+    with connect("1GB", tmp_path / "spill", threads=1) as told:
+        assert setting(told, "memory_limit") == "953.6 MiB"  # 10^9 bytes
+        assert setting(told, "temp_directory") == str(tmp_path / "spill")
+        assert setting(told, "threads") == 1
+        assert (tmp_path / "spill").is_dir()

@@ -23,12 +23,16 @@ commute, so ``preprocess`` applies them in this order, for these reasons:
    paper 1 ref. [6]); it is what the asset check verifies.
 
 Everything runs as SQL on temporary tables in the caller's connection, so 10M assignments
-never pass through Python objects.
+never pass through Python objects. The result comes back as a pandas DataFrame, or, with
+``output=``, as a Parquet file that DuckDB writes straight from the last table (the
+pipeline's ``filtered_assignments`` asset is that file): on 100M assignments (recipe
+``full10`` of ``benchmarks/preprocess_benchmark.py``) the DataFrame path peaked at 17.2 GiB.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -47,7 +51,7 @@ from tagrec_models.preprocess.relations import (
     to_frame,
     unordered,
 )
-from tagrec_models.storage.duckdb_store import quote, sql_string
+from tagrec_models.storage.duckdb_store import copy_to_parquet, quote, sql_string
 
 STATS_COLUMNS = ("step", "users", "photos", "posts", "tags", "assignments", "detail")
 
@@ -61,7 +65,9 @@ class PreprocessResult:
     """What ``preprocess`` returns.
 
     * ``assignments``: the filtered ``user_id, photo_id, tag`` rows (pandas ``string``
-      columns), sorted by user, photo, tag.
+      columns), sorted by user, photo, tag; ``None`` when ``preprocess`` wrote them to a
+      Parquet file instead (``output=``).
+    * ``parquet``: that file (the same rows, columns and order; VARCHAR columns), else ``None``.
     * ``stats``: one row per applied step (``input``, ``wordnet``, ``top_n_tags``,
       ``user_sample``, ``tag_share``, ``core``) with the counts of users, photos, posts
       (distinct (user, photo) pairs), tags and assignments after it, and a ``detail`` string.
@@ -69,10 +75,11 @@ class PreprocessResult:
     * ``recipe``: the recipe actually applied (``core_users``/``core_tags`` after scaling).
     """
 
-    assignments: pd.DataFrame
+    assignments: pd.DataFrame | None
     stats: pd.DataFrame
     notes: tuple[str, ...]
     recipe: Recipe
+    parquet: Path | None = None
 
     @property
     def core(self) -> tuple[int, int]:
@@ -85,6 +92,7 @@ def preprocess(
     recipe: Recipe,
     log: Log | None = None,
     wordnet_mapping: Assignments | None = None,
+    output: str | Path | None = None,
 ) -> PreprocessResult:
     """Apply ``recipe``'s filtering rules to ``assignments`` (paper 1, section 4.1).
 
@@ -92,6 +100,9 @@ def preprocess(
     path, a DataFrame, a pyarrow Table or a relation of ``con``; duplicates are collapsed.
     ``wordnet_mapping``: needed when ``recipe.wordnet``; rows ``tag, <recipe.wordnet_column>``
     (the vocabulary stage's mapping table), a null form meaning "not in WordNet".
+    ``output``: a Parquet path; when given, DuckDB writes the sorted result there (``COPY ...
+    TO``, atomically: ``storage.duckdb_store.copy_to_parquet``) and ``result.assignments`` is
+    ``None``, so a large result never passes through pandas; else the result is a DataFrame.
 
     Where the core leaves fewer than ``recipe.min_users`` users or ``recipe.min_tags`` tags,
     the core sizes are scaled down level by level (``Recipe.core_levels``); the first level
@@ -100,7 +111,7 @@ def preprocess(
     naming the recipe and the step.
     """
     with unordered(con):
-        return _preprocess(con, assignments, recipe, log, wordnet_mapping)
+        return _preprocess(con, assignments, recipe, log, wordnet_mapping, output)
 
 
 def _preprocess(
@@ -109,6 +120,7 @@ def _preprocess(
     recipe: Recipe,
     log: Log | None,
     wordnet_mapping: Assignments | None,
+    output: str | Path | None,
 ) -> PreprocessResult:
     say = log or (lambda message: None)
     owned: list[str] = []
@@ -157,15 +169,20 @@ def _preprocess(
         stats.extend(outcome.stats)
         notes.extend(outcome.notes)
         effective = replace(recipe, core_users=outcome.level[0], core_tags=outcome.level[1])
-        frame = to_frame(
-            con, f"SELECT user_id, photo_id, tag FROM {outcome.table} ORDER BY ALL"
-        )
-        say(f"preprocess {recipe.name}: done, {len(frame)} assignments")
+        query = f"SELECT user_id, photo_id, tag FROM {outcome.table} ORDER BY ALL"
+        frame, parquet = None, None
+        if output is None:
+            frame = to_frame(con, query)
+        else:
+            parquet = copy_to_parquet(con, query, output)
+        where = "" if parquet is None else f" written to {parquet}"
+        say(f"preprocess {recipe.name}: done, {stats[-1]['assignments']} assignments{where}")
         return PreprocessResult(
             assignments=frame,
             stats=pd.DataFrame(stats, columns=list(STATS_COLUMNS)),
             notes=tuple(notes),
             recipe=effective,
+            parquet=parquet,
         )
     finally:
         drop_tables(con, *owned)
@@ -196,8 +213,12 @@ def _filter_levels(
     tried: list[tuple[tuple[int, int], dict | None, str | None]] = []
     fallback: _LevelOutcome | None = None
     last_empty: tuple[str, dict | None] | None = None
-    for level in levels:
-        attempt, empty_step = _run_level(con, source, recipe, level, owned, say)
+    for index, level in enumerate(levels):
+        # At the last level nothing will read ``source`` again (unless it is an earlier
+        # level's result, kept as the fallback): it is dropped as soon as the level's first
+        # step has copied what it keeps (on 100M rows, a table of several GB).
+        last = index == len(levels) - 1 and (fallback is None or fallback.table != source)
+        attempt, empty_step = _run_level(con, source, recipe, level, owned, say, last)
         if empty_step is not None:
             tried.append((level, None, empty_step))
             before = attempt.stats[-2] if len(attempt.stats) > 1 else source_stats
@@ -241,13 +262,19 @@ def _run_level(
     level: tuple[int, int],
     owned: list[str],
     say: Log,
+    release_source: bool = False,
 ) -> tuple[_LevelOutcome, str | None]:
     """Sample, share rule and core at one level; returns the outcome and the step that left
-    nothing (None when something is left)."""
+    nothing (None when something is left).
+
+    Each step's input table is dropped once the step has made its output (only the level's
+    result is read later), ``source`` too when ``release_source``: the peak memory is then
+    two tables, not one per step."""
     k_users, k_tags = level
     stats: list[dict] = []
     notes: list[str] = []
     current = source
+    keep = None if release_source else source
 
     def outcome(step: str | None) -> tuple[_LevelOutcome, str | None]:
         return _LevelOutcome(current, level, stats, notes), step
@@ -255,6 +282,7 @@ def _run_level(
     if recipe.n_users is not None:
         eligible_min = k_users if recipe.sample_eligible_only else 1
         salt = sql_string(f"{recipe.seed}:")
+        before = current
         current = _derive(
             con,
             owned,
@@ -269,6 +297,7 @@ def _run_level(
             SELECT * FROM {source} SEMI JOIN chosen USING (user_id)
             """,
         )
+        _release(con, owned, before, keep)
         stats.append(
             _stats(
                 con,
@@ -304,6 +333,7 @@ def _run_level(
             SELECT * FROM {before} ANTI JOIN too_common USING (user_id, tag)
             """,
         )
+        _release(con, owned, before, keep)
         detail = f"tags on > {share:g} of a user's images dropped"
         stats.append(_stats(con, current, "tag_share", detail))
         say(f"preprocess {recipe.name}: tag-share rule {_describe(stats[-1])}")
@@ -311,7 +341,7 @@ def _run_level(
             return outcome("tag_share")
 
     if k_users > 1 or k_tags > 1:
-        current, iterations = _core(con, current, k_users, k_tags, owned, say, recipe.name)
+        current, iterations = _core(con, current, k_users, k_tags, owned, say, recipe.name, keep)
         stats.append(
             _stats(con, current, "core", f"{k_users}/{k_tags}-core, {iterations} iteration(s)")
         )
@@ -329,6 +359,7 @@ def _core(
     owned: list[str],
     say: Log,
     name: str,
+    keep: str | None = None,
 ) -> tuple[str, int]:
     """The (k_users, k_tags)-core by repeated simultaneous filtering until nothing changes.
 
@@ -336,7 +367,8 @@ def _core(
     no tag is under its k; otherwise it removes the rows of all such users and tags at once.
     The fixed point is the same as alternating the two filters (the core is unique), and
     simultaneous filtering needs fewer passes. The last pass only counts: on 10M rows that
-    spares a full copy of the table. Returns the table and the number of passes.
+    spares a full copy of the table. Each pass's input table is dropped once the next exists,
+    ``source`` included unless it is ``keep``. Returns the table and the number of passes.
     """
     current = source
     iterations = 0
@@ -377,9 +409,7 @@ def _core(
                 f"ANTI JOIN {small_tags} USING (tag)",
             )
             # Drop intermediate tables as we go: on 10M rows each one is hundreds of MB.
-            if previous != source:
-                owned.remove(previous)
-                drop_tables(con, previous)
+            _release(con, owned, previous, keep)
             if fetch_one(con, f"SELECT count(*) FROM {current}")[0] == 0:
                 return current, iterations
     finally:
@@ -428,6 +458,13 @@ def _map_wordnet(
         return out
     finally:
         con.execute(f"DROP VIEW IF EXISTS {view}")
+        drop_tables(con, table)
+
+
+def _release(con: duckdb.DuckDBPyConnection, owned: list[str], table: str, keep: str | None) -> None:
+    """Drop ``table`` when this call made it (it is in ``owned``) and it is not ``keep``."""
+    if table != keep and table in owned:
+        owned.remove(table)
         drop_tables(con, table)
 
 

@@ -28,6 +28,8 @@ from typing import Callable, Iterator
 import duckdb
 import pandas as pd
 
+from tagrec_models.storage.atomic import atomic_path
+
 RESULTS_SCHEMA = "results"
 
 
@@ -42,6 +44,19 @@ def quote(identifier: str) -> str:
 
 def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def copy_to_parquet(con: duckdb.DuckDBPyConnection, query: str, path: str | Path) -> Path:
+    """Write the rows of ``query`` to the Parquet file ``path`` with DuckDB's ``COPY``,
+    atomically (``storage.atomic``: a temporary file beside ``path``, moved into place when
+    the copy has finished). The rows stream from the query into the file, so a result of 100M
+    rows never becomes a Python object; an ``ORDER BY`` in ``query`` is the order of the file's
+    rows (DuckDB keeps an ordered query's order in ``COPY``, also without
+    ``preserve_insertion_order``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        con.execute(f"COPY ({query}) TO {sql_string(str(tmp))} (FORMAT parquet)")
+    return path
 
 
 @dataclass(frozen=True)
