@@ -162,3 +162,27 @@ def test_paper_claims_script_prints_each_claim_with_its_p_value(tmp_path, capsys
     # Wins on all 30 posts (an equal or larger swapped difference has probability 2 / 2^30): p = 1 / (1 + 999); the interval of a constant is the constant.
     assert "1.000 [1.00, 1.00]" in claim and "+1.000" in claim and claim.endswith("| 0.0010 |")
     assert any("cnn_permlp" not in line and "(not materialised)" in line for line in lines)
+
+
+def test_per_label_intervals_are_shifted_by_the_bootstrap_bias():
+    """Rare labels drop out of resamples, which moves per-label F1 up and N+ down; their
+    intervals are the percentile interval minus (mean of the resamples - test value)."""
+    rng = np.random.default_rng(3)
+    n_images, n_labels = 60, 40
+    truth = np.zeros((n_images, n_labels))
+    truth[np.arange(n_images), rng.integers(0, n_labels, n_images)] = 1  # one label per image: many rare labels
+    predicted = np.where(rng.random((n_images, n_labels)) < 0.5, truth, 0)  # half of them recalled
+    components = sig.label_components(predicted, truth)
+    statistics = {"f1": sig.per_label_statistic, "n_plus": sig.n_plus_statistic}
+    got = sig.bootstrap_intervals(components, statistics, n_resamples=500, seed=1)
+    weights = sig._resample_weights(n_images, 500, 1, 0)
+    for name, statistic in statistics.items():
+        value = float(statistic(components.mean(axis=0)))
+        resampled = statistic(weights @ components)
+        low, high = np.quantile(resampled, [0.025, 0.975]) - (resampled.mean() - value)
+        assert got[name].estimate == pytest.approx(value)
+        assert (got[name].low, got[name].high) == pytest.approx((low, high))
+        assert got[name].low <= value <= got[name].high
+    # ... and the mean-type measures keep the plain percentile interval (bias is not estimated).
+    plain = sig.bootstrap_interval(components[:, :1], sig.mean_statistic, n_resamples=500, seed=1)
+    assert (plain.low, plain.high) == pytest.approx(tuple(np.quantile(weights @ components[:, 0], [0.025, 0.975])))
