@@ -64,18 +64,34 @@ def test_the_probe_learns_separable_tags_and_save_load_keeps_scores(tmp_path):
     def posts(r):
         return Posts(user=np.zeros(len(r), dtype=np.int64), image=r, tags=y[r], n_users=1, n_images=n)
 
-    model = get_recommender("asl_probe")(steps=100).fit(TrainingData(train=posts(train_rows), side=side))
+    model = get_recommender("asl_probe")(steps=100, lr=0.01).fit(TrainingData(train=posts(train_rows), side=side))
     scores = model.score(posts(test_rows), side)
     assert per_label_metrics(scores, y[test_rows], k=1).f1 > 0.95
     path = model.save(tmp_path / "probe.model")
     np.testing.assert_array_equal(type(model).load(path).score(posts(test_rows), side), scores)
 
 
-def test_rare_power_divides_by_the_tag_counts():
+def test_rare_power_subtracts_the_log_count_from_each_logit():
+    # Menon et al. 2021, eq. 10, by hand: counts 40 and 5, smoothing 1, power 2 ->
+    # logits shift by -2 ln 41 = -7.4271 and -2 ln 6 = -3.584.
     x, y = _data({0: 40, 1: 5})
     side = SideInfo(features={"cnn": x})
     posts = Posts(user=np.zeros(len(x), dtype=np.int64), image=np.arange(len(x)), tags=y, n_users=1, n_images=len(x))
     model = get_recommender("asl_probe")(steps=30).fit(TrainingData(train=posts, side=side))
     plain = model.score(posts, side)
-    corrected = model.retune(rare_power=1.0).score(posts, side)
-    np.testing.assert_allclose(corrected, plain / np.array([41.0, 6.0]), rtol=1e-5)
+    corrected = model.retune(rare_power=2.0).score(posts, side)
+    logit = np.log(plain / (1 - plain))
+    np.testing.assert_allclose(corrected, 1 / (1 + np.exp(-(logit - np.array([7.42714, 3.58352])))), rtol=1e-4)
+    # the rare tag gains on the frequent one in every image
+    assert (corrected[:, 1] / corrected[:, 0] > plain[:, 1] / plain[:, 0]).all()
+
+
+def test_unit_input_norm_scales_the_unit_embedding_by_sqrt_dim():
+    x, y = _data({0: 10, 1: 10})
+    side = SideInfo(features={"cnn": x})
+    posts = Posts(user=np.zeros(len(x), dtype=np.int64), image=np.arange(len(x)), tags=y, n_users=1, n_images=len(x))
+    model = get_recommender("asl_probe")(steps=2).fit(TrainingData(train=posts, side=side))
+    inputs = model._inputs(x).numpy()
+    np.testing.assert_allclose((inputs**2).mean(axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="input_norm"):
+        get_recommender("asl_probe")(steps=2, input_norm="whiten").fit(TrainingData(train=posts, side=side))

@@ -70,7 +70,7 @@ def test_the_thresholds_table_fits_on_train_only_and_never_reads_test_labels():
 
     vocab = Vocabulary(users=("u",), images=tuple(map(str, range(n))), tags=("a", "b", "c"))
     side = SideInfo(features={"cnn": x})
-    trained = TrainedModel(name="asl_probe", dataset="toy", config=dataclasses.asdict(ASLProbeConfig(steps=40)),
+    trained = TrainedModel(name="asl_probe", dataset="toy", config=dataclasses.asdict(ASLProbeConfig(steps=40, lr=0.01)),
                            model_paths={}, train_seconds={}, final_fit="train+val")
     seen = []
     original = label_thresholds.choose_thresholds

@@ -1,0 +1,103 @@
+"""What the ASL probe's defaults rest on (issue 13): Corel5k *validation* per-label F1 / N+ (5 tags
+per image) and per-image AF of ``asl_probe`` variants, each scoring knob (``rare_power``) chosen
+on validation per metric family, as ``studies.tuning`` does.
+
+Variants: the registered defaults (unit-scaled input, binary cross-entropy, 900 full-batch Adam
+steps at lr 0.001, logit adjustment), per-dimension standardised input, the asymmetric loss of
+Ridnik et al. 2021 at its MS-COCO settings (gamma_neg 4, m 0.05), and fewer / more steps. For
+the defaults, the earlier *probability-space* correction (p / (count + 1) ** r) is measured
+beside the logit adjustment on the same fit.
+
+Needs the cached embedding of ``benchmarks/representations_corel5k.py extract`` (same split
+rule, same cache folder)::
+
+    python benchmarks/representations_corel5k.py extract --backbone efficientnet_lite0 --flip
+    python benchmarks/asl_probe_corel5k.py                 # validation only (~5 min on 2 cores)
+    python benchmarks/asl_probe_corel5k.py --test          # + refit on train + validation, test
+
+Fits run on train minus validation; with ``--test`` each variant is refitted on train +
+validation and scored on the 499 test images at its validation-chosen settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import sparse
+
+from representations_corel5k import default_cache, default_root, splits, variants
+from tagrec_models.data import SideInfo, TrainingData
+from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
+from tagrec_models.recommenders import get_recommender
+
+VARIANTS = {
+    "defaults": {},
+    "standardise": {"input_norm": "standardise"},
+    "asl_coco": {"gamma_neg": 4.0, "clip": 0.05},
+    "asl_coco_400": {"gamma_neg": 4.0, "clip": 0.05, "steps": 400},
+    "steps_300": {"steps": 300},
+    "steps_1500": {"steps": 1500},
+}
+POWERS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
+
+
+def measure(scores: np.ndarray, truth) -> tuple[float, int, float]:
+    label = per_label_metrics(scores, truth, k=5)
+    return label.f1, label.n_plus, float(metrics_at_k(scores, truth, 5).f1[4])
+
+
+def choose(scorings: dict, truth) -> dict:
+    """Per family, the scoring (name -> scores) with the best validation value."""
+    values = {name: measure(s, truth) for name, s in scorings.items()}
+    label = max(values, key=lambda n: values[n][0])
+    image = max(values, key=lambda n: values[n][2])
+    return {"label_setting": label, "val_label_f1": values[label][0], "val_n_plus": values[label][1],
+            "image_setting": image, "val_af": values[image][2]}
+
+
+def scorings(model, posts, side, counts: np.ndarray, probability_space: bool) -> dict:
+    out = {f"logit r={r}": model.retune(rare_power=r).score(posts, side) for r in POWERS}
+    if probability_space:
+        plain = model.retune(rare_power=0.0).score(posts, side)
+        out.update({f"prob r={r}": plain / np.power(counts + 1.0, r) for r in POWERS[1:]})
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corel5k", type=Path, default=default_root())
+    parser.add_argument("--cache", type=Path, default=default_cache())
+    parser.add_argument("--representation", default="lite0", help="a variant name of representations_corel5k")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--test", action="store_true")
+    args = parser.parse_args()
+    vocab, fit, val, train_val, test = splits(args.corel5k)
+    ids, emb = variants(args.cache)[args.representation]
+    row_of = {str(i): r for r, i in enumerate(ids)}
+    side = SideInfo(features={"cnn": emb[[row_of[p] for p in vocab.images]].astype(np.float32)})
+    cls = get_recommender("asl_probe")
+    rows = []
+    for name in args.variants:
+        started = time.perf_counter()
+        model = cls(**VARIANTS[name]).fit(TrainingData(train=fit, side=side))
+        fit_counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
+        row = {"variant": name, "fit_s": round(time.perf_counter() - started, 1),
+               **choose(scorings(model, val, side, fit_counts, name == "defaults"), val.tags)}
+        if args.test:
+            final = cls(**VARIANTS[name]).fit(TrainingData(train=train_val, side=side))
+            counts = np.asarray(sparse.csr_matrix(train_val.tags).sum(axis=0)).ravel()
+            test_scores = scorings(final, test, side, counts, name == "defaults")
+            f1, n_plus, _ = measure(test_scores[row["label_setting"]], test.tags)
+            row.update(test_label_f1=f1, test_n_plus=n_plus, test_af=measure(test_scores[row["image_setting"]], test.tags)[2])
+        rows.append(row)
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(pd.DataFrame(rows).round(4).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
