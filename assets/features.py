@@ -17,7 +17,7 @@ from typing import Optional
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, create_model
 
 from assets.common import GPU_STEP_TAGS, key, md_table, progress
 from assets.datasets import DatasetSpec
@@ -36,7 +36,8 @@ FEATURE_OUTPUTS = {
     "short side to d, aspect kept; paper 1, section 4.1), uint8 [n, 3, d, d, 3].",
     "ch64": "CH-64: 64-bin colour histogram in CIELAB (4 x 4 x 4), as NUS-WIDE's CH baseline (paper 1).",
     "cm225": "CM-225: colour moments (mean, std, skewness of L, a, b) on a 5 x 5 grid, NUS-WIDE's CM55 (paper 1).",
-    "cnn_embedding": "Pretrained CNN embedding (EfficientNet-Lite0 ImageNet, 1280-d pooled): the "
+    "cnn_embedding": "Pretrained CNN embedding (the backbone setting's pooled output, 1280-d: EfficientNet-Lite0 "
+    "ImageNet by default, Lite2 on Corel5k): the "
     "deep visual feature paper 3's autoencoder reduces, and PT-PerMLP's input.",
     "conv_maps": "Local descriptors of each convolutional stage (paper 2's 'layers'), average-pooled "
     "to a bounded grid, float16 [n, positions, channels] per stage.",
@@ -78,6 +79,18 @@ def _array_checks(asset_key: dg.AssetKey, array: np.ndarray, n_images: int) -> l
     ]
 
 
+def feature_settings(spec: DatasetSpec) -> type[FeatureSettings]:
+    """``FeatureSettings`` with the dataset's own defaults (``DatasetSpec.feature_defaults``:
+    field -> (value, why)), so the launchpad shows them and a run without config uses them."""
+    if not spec.feature_defaults:
+        return FeatureSettings
+    fields = {}
+    for name, (value, why) in spec.feature_defaults.items():
+        info = FeatureSettings.model_fields[name]
+        fields[name] = (info.annotation, Field(default=value, description=f"{info.description} {spec.name}: {value!r}; {why}."))
+    return create_model(f"{spec.name.capitalize()}FeatureSettings", __base__=FeatureSettings, **fields)
+
+
 def extraction_config(config: FeatureSettings) -> ExtractionConfig:
     """The library's extraction settings from the launchpad's."""
     return ExtractionConfig(
@@ -109,6 +122,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     split_ins = {p: dg.AssetIn(key(spec, p)) for p in ("train", "val", "test")}
     checked = ("patches", "ch64", "cm225", "cnn_embedding")
     shards_key = key(spec, "feature_shards")
+    Settings = feature_settings(spec)
 
     @dg.multi_asset(
         name=f"{spec.name}__features",  # the launchpad's feature settings keep their op name
@@ -126,7 +140,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     )
     def feature_shards(
         context: dg.AssetExecutionContext,
-        config: FeatureSettings,
+        config: Settings,
         data_home: DataHomeResource,
         train: pd.DataFrame,
         val: pd.DataFrame,

@@ -133,3 +133,20 @@ def test_the_demo_runs_every_shard_only_where_its_job_has_them():
     splits_only = dg.AssetSelection.assets(dg.AssetKey(["openclipart", "train"])).upstream().required_multi_asset_neighbors()
     subset = job.get_subset(asset_selection=set(splits_only.resolve(defs.resolve_asset_graph())))
     assert every_shard(subset, "openclipart") == {}
+
+
+def test_a_dataset_s_own_feature_defaults_reach_its_launchpad():
+    """Corel5k's features default to the backbone its validation chose (DatasetSpec.feature_defaults),
+    the other datasets keep the shared default, and the launchpad says why."""
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    def backbone_field(dataset):
+        schema = defs.get_assets_def(dg.AssetKey([dataset, "feature_shards"])).op.config_schema
+        return schema.config_type.fields["backbone"]
+
+    assert backbone_field("openclipart").default_value == "efficientnet_lite0"
+    corel = backbone_field("corel5k")
+    assert corel.default_value == "efficientnet_lite2"
+    assert "validation" in corel.description
