@@ -148,7 +148,7 @@ MODELS = {
 GRIDS = {
     "knn": [dict(k1=k1, beta=b, rare_power=r) for k1, b, r in itertools.product(
         (2, 3, 5, 10), (2.0, 5.0, 10.0, 20.0), (0.0, 0.25, 0.5, 0.75))],
-    "probe": [dict(rare_power=r) for r in (0.0, 0.25, 0.5, 0.75, 1.0)],
+    "probe": [dict(rare_power=r) for r in (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0)],  # logit adjustment
 }
 
 
