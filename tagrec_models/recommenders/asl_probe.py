@@ -219,10 +219,14 @@ class ASLProbe(Retunable, Recommender):
                 self.log(f"asl_probe step {step + 1}/{cfg.steps}: loss {total / n:.4f}")
         self.network = network.eval().cpu()
 
-    def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
+    def logits(self, posts: Posts, side: SideInfo) -> np.ndarray:
+        """The probe's logits z [n_posts, n_tags] (float64), before the logit adjustment."""
         x = self._inputs(side.feature(self.config.feature)[posts.image])
         with torch.no_grad():
-            z = self.network(x).double().numpy()
+            return self.network(x).double().numpy()
+
+    def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
+        z = self.logits(posts, side)
         return special.expit(logit_adjustment(z, self.tag_counts, self.config.rare_power, self.config.rare_smoothing))
 
     def _state(self) -> dict[str, Any]:
