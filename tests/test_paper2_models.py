@@ -116,7 +116,7 @@ def test_a_training_image_is_not_its_own_neighbour(clear):
 def test_backends_give_the_same_scores(clear):
     data, test, side = clear
     dense = get_recommender("ug_nw")(backend="dense", own_image_bonus=0.2).fit(data).score(test, side)
-    for backend in ["blocked", "index"]:
+    for backend in ["blocked", "index", "faiss"]:
         other = get_recommender("ug_nw")(backend=backend, own_image_bonus=0.2).fit(data).score(test, side)
         np.testing.assert_allclose(other, dense, rtol=1e-6)
 

@@ -67,7 +67,8 @@ from tagrec_models.neighbours.similarity import (
     neighbour_weights,
 )
 
-Backend = Literal["auto", "dense", "blocked", "index"]
+Backend = Literal["auto", "dense", "blocked", "index", "faiss"]
+BACKENDS = ("auto", "dense", "blocked", "index", "faiss")
 Log = Callable[[str], None]
 
 # How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
@@ -153,11 +154,13 @@ class NeighbourIndex:
         self.owners = None if owners is None else np.asarray(owners, dtype=np.int64)
         if self.owners is not None and self.owners.shape != (n,):
             raise ValueError(f"NeighbourIndex: owners must have shape ({n},), got {self.owners.shape}")
-        if backend not in ("auto", "dense", "blocked", "index"):
+        if backend not in BACKENDS:
             raise ValueError(
-                f"NeighbourIndex: backend must be 'auto', 'dense', 'blocked' or 'index', got {backend!r}"
+                f"NeighbourIndex: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
             )
-        self.backend: Literal["dense", "blocked", "index"] = (
+        if backend == "faiss" and not faiss_available():
+            raise ValueError("NeighbourIndex: backend 'faiss' needs the faiss-cpu package (pip install faiss-cpu)")
+        self.backend: Literal["dense", "blocked", "index", "faiss"] = (
             ("blocked" if n >= dense_max_train else "dense") if backend == "auto" else backend
         )
         self.index_algorithm = index_algorithm
@@ -405,11 +408,29 @@ class NeighbourIndex:
         d_min, d_max = self._exact_extremes(batch, near_few, far_i, tables)
         return np.concatenate([pq, np.repeat(np.arange(b), far_i.shape[1])]), np.concatenate([px, far_i.ravel()]), d_min, d_max
 
+    def _flat_index(self, rows: np.ndarray):
+        """An exact nearest-neighbour index over ``rows``: faiss's ``IndexFlatL2`` for the faiss
+        back end, scikit-learn's ``NearestNeighbors`` for the index back end."""
+        if self.backend == "faiss":
+            import faiss
+
+            flat = faiss.IndexFlatL2(rows.shape[1])
+            flat.add(np.ascontiguousarray(rows, dtype=np.float32))
+            return flat
+        from sklearn.neighbors import NearestNeighbors
+
+        return NearestNeighbors(algorithm=self.index_algorithm).fit(rows)
+
+    def _knn(self, flat, queries: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the k nearest training images of each query (order among near-equal
+        distances is the index's own; the exact re-scoring fixes the order)."""
+        if self.backend == "faiss":
+            return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1].astype(np.int64)
+        return flat.kneighbors(queries, n_neighbors=k, return_distance=False)
+
     def _nearest_index(self):
         if self._nn is None:
-            from sklearn.neighbors import NearestNeighbors
-
-            self._nn = NearestNeighbors(algorithm=self.index_algorithm).fit(self.features)
+            self._nn = self._flat_index(self.features)
         return self._nn
 
     def _farthest_index(self):
@@ -420,26 +441,24 @@ class NeighbourIndex:
             if norms.max() - norms.min() <= 1e-6 * max(norms.max(), 1e-12):
                 self._far = (self._nearest_index(), False)
             else:
-                from sklearn.neighbors import NearestNeighbors
-
                 c = 2.0 * self.sq_norms.max()
                 extra = np.sqrt(np.maximum(c - 2.0 * self.sq_norms, 0.0))
                 lifted = np.hstack([self.features, extra[:, None].astype(np.float32)])
-                self._far = (NearestNeighbors(algorithm=self.index_algorithm).fit(lifted), True)
+                self._far = (self._flat_index(lifted), True)
         return self._far
 
     def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
-        """Nearest and farthest from the scikit-learn index; every group mate and own image
-        is then scored exactly (the index gives no screened distances for them)."""
+        """Nearest and farthest from the exact index (scikit-learn or faiss); every group mate
+        and own image is then scored exactly (the index gives no screened distances for them)."""
         x = batch.x
         n = self.n_train
         n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
         n_near = min(n, m + n_exc + _SCREEN_MARGIN)
         n_far = min(n, _EXTREMES + n_exc)
-        near = self._nearest_index().kneighbors(x, n_neighbors=n_near, return_distance=False)
+        near = self._knn(self._nearest_index(), x, n_near)
         far_index, lift = self._farthest_index()
         query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
-        far = far_index.kneighbors(query, n_neighbors=n_far, return_distance=False)
+        far = self._knn(far_index, query, n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
         pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
         px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
@@ -565,6 +584,15 @@ class _Tables:
             own=_Lookup(own, shape),
             query_group_sizes=group_sizes(batch.groups) if request.use_groups else None,
         )
+
+
+def faiss_available() -> bool:
+    """Whether the faiss library (PyPI ``faiss-cpu``) can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _row_sq(x: np.ndarray) -> np.ndarray:
