@@ -455,10 +455,14 @@ class NeighbourIndex:
         n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
         n_near = min(n, m + n_exc + _SCREEN_MARGIN)
         n_far = min(n, _EXTREMES + n_exc)
-        near = self._knn(self._nearest_index(), x, n_near)
         far_index, lift = self._farthest_index()
-        query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
-        far = self._knn(far_index, query, n_far)
+        if not lift:
+            # Equal norms: q and -q go to the same index in one call (one pass over the codes).
+            both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
+            near, far = both[: len(x), :n_near], both[len(x) :, :n_far]
+        else:
+            near = self._knn(self._nearest_index(), x, n_near)
+            far = self._knn(far_index, np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)]), n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
         pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
         px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
