@@ -8,7 +8,7 @@ with ``s`` the min-max normalised Euclidean similarity over the *whole* training
 and ``J`` the Jaccard coefficient of the group sets (paper 2, eq. 4). The top k by ``y`` are the
 neighbours (ties go to the lower training row, so every back end gives the same answer).
 
-Three back ends, one answer:
+Four back ends, one answer:
 
 * ``"dense"``: every (query, training image) score from one BLAS product per query batch.
   Simplest; best while the training set is small.
@@ -18,6 +18,9 @@ Three back ends, one answer:
 * ``"index"``: the same candidate set, with the nearest and farthest images found by a
   scikit-learn ``NearestNeighbors`` index (``index_algorithm``: "brute", "ball_tree"...); its
   group mates are all scored exactly, as the index gives no distances for them.
+* ``"faiss"``: the index back end with faiss's exact flat index (``IndexFlatL2``; never an
+  approximate index, the answer must be exact) in place of scikit-learn's: the same candidate
+  set, the farthest image by the same negation or lifting (below). Needs ``faiss-cpu``.
 
 Exactness of the candidate set rests on one observation: a training image that shares no
 group with the query (and is not the user's own) scores ``lambda * s``, which is at most
@@ -38,6 +41,17 @@ Why "auto" does not pick the index: measured on this project's 2-CPU machines wi
 than brute force (trees cannot prune in thousands of dimensions). So ``"auto"`` picks
 ``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; the
 index stays available, and exact, for low-dimensional features where trees pay off.
+
+faiss works in float32: it stores the codes in float32 and computes squared distances as
+``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS for batches of queries), so two distances closer
+than its rounding (about 1e-7 of ``|q|^2 + |x|^2``) can come back in either order, and among
+equal distances its order is its own (so is scikit-learn's). Neither index decides anything:
+each proposes the (m + query's own images + margin) nearest and (4 + own) farthest rows, whose
+distances are then recomputed from float64 differences, scored and sorted with ties to the
+lower training row (``_exact_top``), exactly as for the other back ends. The answer is exact
+unless more than the margin (16) of images lie within float32 rounding of the m-th nearest
+distance (or more than 4 within rounding of the farthest), the same condition the dense and
+blocked screens rest on.
 
 The dense and blocked back ends rank candidates by screened (float32 product) scores, keep
 the top (m + margin) of each query and recompute their distances, similarities and scores

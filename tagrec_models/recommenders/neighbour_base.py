@@ -23,8 +23,8 @@ class NeighbourConfig(RecommenderConfig):
     exclude_same_image: a query never uses a training post of its own image as neighbour
         (scoring a training image must not see its own tags).
     backend: neighbour search back end: "dense" (all scores at once), "blocked" (streams the
-        training set through BLAS, bounded memory), "index" (scikit-learn NearestNeighbors);
-        all exact. "auto": dense below ``dense_max_train`` training images, blocked above.
+        training set through BLAS, bounded memory), "index" (scikit-learn NearestNeighbors),
+        "faiss" (faiss's exact IndexFlatL2; needs faiss-cpu); all exact. "auto": dense below ``dense_max_train`` training images, blocked above.
     dense_max_train: training images from which "auto" switches from dense to blocked.
     batch_size: queries searched (and walked) together.
     """
