@@ -1,7 +1,7 @@
 """Guards paper 2's neighbour selection (section 4.1): min-max similarity (eq. 3), group
 Jaccard (eq. 4), the correlation degree (eq. 5) and neighbour weights against hand-worked
-values, and the exact batched search (dense, blocked BLAS and scikit-learn index) against
-the one-query-at-a-time brute-force reference."""
+values, and the exact batched search (dense, blocked BLAS, scikit-learn and faiss indexes) against
+the one-query-at-a-time brute-force reference, ties and the farthest-point trick included."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from tagrec_models.neighbours import (
     min_max_similarity,
     neighbour_weights,
 )
+from tagrec_models.neighbours.search import faiss_available
+
+# The faiss back end needs faiss-cpu (the test extra installs it).
+_NEEDS_FAISS = pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed")
+FAISS = pytest.param("faiss", marks=_NEEDS_FAISS)
+FAISS_UNBLOCKED = pytest.param("faiss", None, marks=_NEEDS_FAISS)
 
 
 def test_min_max_similarity_by_hand():
@@ -84,7 +90,7 @@ def _line_example():
     return train, groups, query, query_groups
 
 
-@pytest.mark.parametrize("backend", ["dense", "blocked", "index", "faiss"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
 def test_search_by_hand(backend):
     train, groups, query, query_groups = _line_example()
     index = NeighbourIndex(train, groups=groups, backend=backend)
@@ -143,7 +149,7 @@ SEARCHES = [
 
 @pytest.mark.parametrize(
     "backend, block_cells",
-    [("dense", None), ("blocked", 500), ("blocked", None), ("index", None), ("faiss", None)],
+    [("dense", None), ("blocked", 500), ("blocked", None), ("index", None), FAISS_UNBLOCKED],
 )
 @pytest.mark.parametrize("equal_norms", [True, False])
 def test_search_equals_brute_force(backend, block_cells, equal_norms):
@@ -190,7 +196,7 @@ def test_search_equals_brute_force(backend, block_cells, equal_norms):
     np.testing.assert_allclose(found.d_max, np.where(own, -np.inf, dist).max(axis=1), rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["dense", "blocked", "index", "faiss"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
 def test_normalisers_are_exact_for_many_queries(backend):
     """d_min / d_max over 3000 queries: enough that an unordered screen showing only its first
     few candidates would miss the true nearest image somewhere."""
@@ -204,7 +210,7 @@ def test_normalisers_are_exact_for_many_queries(backend):
     np.testing.assert_array_equal(found.index, np.argsort(dist, axis=1, kind="stable")[:, :20])
 
 
-@pytest.mark.parametrize("backend", ["index", "faiss"])
+@pytest.mark.parametrize("backend", ["index", FAISS])
 @pytest.mark.parametrize("equal_norms", [True, False])
 def test_farthest_point_trick_finds_the_farthest_image(backend, equal_norms):
     """The index back ends answer eq. 3's d_max as a nearest-neighbour query: -q among codes of
@@ -226,7 +232,7 @@ def test_farthest_point_trick_finds_the_farthest_image(backend, equal_norms):
     np.testing.assert_array_equal(farthest, dist.argmax(axis=1))
 
 
-@pytest.mark.parametrize("backend", ["dense", "blocked", "index", "faiss"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
 def test_near_ties_go_to_the_lower_row(backend):
     """Codes a hair apart (below float32's resolution of the screened distance, so the screen
     and faiss see ties and may order them either way) and equal groups: the exact re-scoring

@@ -20,7 +20,9 @@ Four back ends, one answer:
   group mates are all scored exactly, as the index gives no distances for them.
 * ``"faiss"``: the index back end with faiss's exact flat index (``IndexFlatL2``; never an
   approximate index, the answer must be exact) in place of scikit-learn's: the same candidate
-  set, the farthest image by the same negation or lifting (below). Needs ``faiss-cpu``.
+  set, the farthest image by the same negation or lifting (below). Needs ``faiss-cpu`` (the
+  ``faiss`` extra); its index holds its own float32 copy of the codes (a second, lifted one
+  for codes of unequal norm), built on first search and never pickled.
 
 Exactness of the candidate set rests on one observation: a training image that shares no
 group with the query (and is not the user's own) scores ``lambda * s``, which is at most
@@ -34,13 +36,39 @@ codes are lifted onto a sphere with one extra coordinate ``sqrt(C - 2|x|^2)``, w
 ``|(-q, 0) - (x, sqrt(C - 2|x|^2))|^2 = const + 2 q.x - |x|^2``, whose minimum is the maximum
 of ``|q - x|^2``.
 
-Why "auto" does not pick the index: measured on this project's 2-CPU machines with 20k
-4096-d float32 codes, one query through scikit-learn's exact ``kneighbors`` (brute) took
-0.4-0.7 s against 0.05 s for a NumPy matrix-vector product, and 200 queries 2.4 s against
-1.0 s (its brute path works in float64); a ball tree on 5k such codes answered more slowly
+Why "auto" picks neither index: measured on this project's 2-CPU machine (faiss 1.15.1 on 2
+OpenMP threads, NumPy's OpenBLAS on 2 threads; another job shared the CPU), all in one run of
+``nice -n 10 python benchmarks/neighbour_search_benchmark.py``, seconds for all queries, k = 15,
+every back end giving the same answer:
+
+=========================================  ======  =======  =====  =====
+case                                        dense  blocked  index  faiss
+=========================================  ======  =======  =====  =====
+5k VLAD 4096-d, 200 queries, groups         0.17    0.14    0.65   0.42
+5k VLAD, 2,000 queries, groups              1.69    1.59    6.94   4.77
+5k VLAD, 2,000 queries, visual only         1.71    2.20    4.14   3.00
+20k VLAD, 200 queries, groups               0.67    0.59    2.71   2.33
+20k VLAD, 2,000 queries, groups             5.93    6.55    26.6   22.5
+20k VLAD, 200 queries, visual only          1.19    0.63    1.47   1.02
+20k VLAD, 2,000 queries, visual only        7.41    6.56    14.1   9.79
+20k VLAD, 20 queries one at a time          0.32    0.32    1.67   0.66
+Corel5k CNN 1280-d, 4,500 x 499 queries     0.30    0.25    0.29   0.48
+=========================================  ======  =======  =====  =====
+
+faiss's flat search costs what the BLAS product of the dense and blocked paths costs, but the
+index back ends need two passes (nearest, and farthest for d_max; one call for codes of equal
+norm, still twice the queries) where the screens read both off one product, and with groups
+they re-measure every group mate exactly while the screens read their distances off the same
+product: faiss took 1.1 to 3.9 times the faster screen's time in every batched case, and one
+query at a time twice dense's (0.66 s for 20 queries on 20k codes against 0.32 s).
+The one case it won, 1.9 ms against 8 ms per single query on the 4,500 x 1,280 embedding, was
+OpenBLAS's two threads waiting on the core the other job held: with NumPy's BLAS on one thread
+(threadpoolctl) the dense path took 0.8-1.0 ms to faiss's 1.8-2.1. scikit-learn's exact
+``kneighbors`` (brute) was slower than faiss on the VLAD codes, and a ball tree on 5k such codes answered more slowly
 than brute force (trees cannot prune in thousands of dimensions). So ``"auto"`` picks
-``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; the
-index stays available, and exact, for low-dimensional features where trees pay off.
+``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; both
+indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
+pay off; faiss as the optional ``faiss`` extra).
 
 faiss works in float32: it stores the codes in float32 and computes squared distances as
 ``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS for batches of queries), so two distances closer
@@ -173,7 +201,7 @@ class NeighbourIndex:
                 f"NeighbourIndex: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
             )
         if backend == "faiss" and not faiss_available():
-            raise ValueError("NeighbourIndex: backend 'faiss' needs the faiss-cpu package (pip install faiss-cpu)")
+            raise ValueError("NeighbourIndex: backend 'faiss' needs faiss-cpu (the 'faiss' extra: pip install -e '.[faiss]')")
         self.backend: Literal["dense", "blocked", "index", "faiss"] = (
             ("blocked" if n >= dense_max_train else "dense") if backend == "auto" else backend
         )
