@@ -201,7 +201,9 @@ class NeighbourIndex:
                 f"NeighbourIndex: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
             )
         if backend == "faiss" and not faiss_available():
-            raise ValueError("NeighbourIndex: backend 'faiss' needs faiss-cpu (the 'faiss' extra: pip install -e '.[faiss]')")
+            raise ValueError(
+                "NeighbourIndex: backend 'faiss' needs faiss-cpu (the 'faiss' extra: pip install -e '.[faiss]')"
+            )
         self.backend: Literal["dense", "blocked", "index", "faiss"] = (
             ("blocked" if n >= dense_max_train else "dense") if backend == "auto" else backend
         )
