@@ -62,10 +62,11 @@ they re-measure every group mate exactly while the screens read their distances 
 product: faiss took 1.1 to 3.9 times the faster screen's time in every batched case, and one
 query at a time twice dense's (0.66 s for 20 queries on 20k codes against 0.32 s).
 The one case it won, 1.9 ms against 8 ms per single query on the 4,500 x 1,280 embedding, was
-OpenBLAS's two threads waiting on the core the other job held: with NumPy's BLAS on one thread
-(threadpoolctl) the dense path took 0.8-1.0 ms to faiss's 1.8-2.1. scikit-learn's exact
-``kneighbors`` (brute) was slower than faiss on the VLAD codes, and a ball tree on 5k such codes answered more slowly
-than brute force (trees cannot prune in thousands of dimensions). So ``"auto"`` picks
+OpenBLAS's two threads waiting on the core the other job held: in a separate probe with
+NumPy's BLAS on one thread (threadpoolctl) the dense path took 0.8-1.0 ms to faiss's 1.8-2.1.
+scikit-learn's exact ``kneighbors`` (brute) was slower than faiss on the VLAD codes, and a
+ball tree on 5k such codes answered more slowly than brute force (trees cannot prune in
+thousands of dimensions). So ``"auto"`` picks
 ``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; both
 indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
 pay off; faiss as the optional ``faiss`` extra).
