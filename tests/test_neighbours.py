@@ -1,7 +1,7 @@
 """Guards paper 2's neighbour selection (section 4.1): min-max similarity (eq. 3), group
 Jaccard (eq. 4), the correlation degree (eq. 5) and neighbour weights against hand-worked
-values, and the exact batched search (dense, blocked BLAS and scikit-learn index) against
-the one-query-at-a-time brute-force reference."""
+values, and the exact batched search (dense, blocked BLAS, scikit-learn and faiss indexes) against
+the one-query-at-a-time brute-force reference, ties and the farthest-point trick included."""
 
 from __future__ import annotations
 
@@ -18,6 +18,12 @@ from tagrec_models.neighbours import (
     min_max_similarity,
     neighbour_weights,
 )
+from tagrec_models.neighbours.search import faiss_available
+
+# The faiss back end needs faiss-cpu (the test extra installs it).
+_NEEDS_FAISS = pytest.mark.skipif(not faiss_available(), reason="faiss-cpu is not installed")
+FAISS = pytest.param("faiss", marks=_NEEDS_FAISS)
+FAISS_UNBLOCKED = pytest.param("faiss", None, marks=_NEEDS_FAISS)
 
 
 def test_min_max_similarity_by_hand():
@@ -84,7 +90,7 @@ def _line_example():
     return train, groups, query, query_groups
 
 
-@pytest.mark.parametrize("backend", ["dense", "blocked", "index"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
 def test_search_by_hand(backend):
     train, groups, query, query_groups = _line_example()
     index = NeighbourIndex(train, groups=groups, backend=backend)
@@ -142,7 +148,8 @@ SEARCHES = [
 
 
 @pytest.mark.parametrize(
-    "backend, block_cells", [("dense", None), ("blocked", 500), ("blocked", None), ("index", None)]
+    "backend, block_cells",
+    [("dense", None), ("blocked", 500), ("blocked", None), ("index", None), FAISS_UNBLOCKED],
 )
 @pytest.mark.parametrize("equal_norms", [True, False])
 def test_search_equals_brute_force(backend, block_cells, equal_norms):
@@ -189,7 +196,7 @@ def test_search_equals_brute_force(backend, block_cells, equal_norms):
     np.testing.assert_allclose(found.d_max, np.where(own, -np.inf, dist).max(axis=1), rtol=1e-12)
 
 
-@pytest.mark.parametrize("backend", ["dense", "blocked", "index"])
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
 def test_normalisers_are_exact_for_many_queries(backend):
     """d_min / d_max over 3000 queries: enough that an unordered screen showing only its first
     few candidates would miss the true nearest image somewhere."""
@@ -201,6 +208,51 @@ def test_normalisers_are_exact_for_many_queries(backend):
     np.testing.assert_allclose(found.d_min, dist.min(axis=1), rtol=1e-12)
     np.testing.assert_allclose(found.d_max, dist.max(axis=1), rtol=1e-12)
     np.testing.assert_array_equal(found.index, np.argsort(dist, axis=1, kind="stable")[:, :20])
+
+
+@pytest.mark.parametrize("backend", ["index", FAISS])
+@pytest.mark.parametrize("equal_norms", [True, False])
+def test_farthest_point_trick_finds_the_farthest_image(backend, equal_norms):
+    """The index back ends answer eq. 3's d_max as a nearest-neighbour query: -q among codes of
+    equal norm, or -q lifted beside codes lifted onto a sphere; the first answer must be the
+    training image farthest from q."""
+    rng = np.random.default_rng(7 + equal_norms)
+    train = rng.normal(size=(500, 32)).astype(np.float32)
+    if equal_norms:
+        train /= np.linalg.norm(train, axis=1, keepdims=True)
+    else:
+        train *= rng.uniform(0.2, 4.0, size=(500, 1)).astype(np.float32)
+    queries = rng.normal(size=(60, 32)).astype(np.float32)
+    index = NeighbourIndex(train, backend=backend)
+    far_index, lift = index._farthest_index()
+    assert lift is not equal_norms
+    query = -queries if not lift else np.hstack([-queries, np.zeros((len(queries), 1), dtype=np.float32)])
+    farthest = index._knn(far_index, query, 1)[:, 0]
+    dist = np.sqrt(((queries[:, None, :].astype(np.float64) - train[None]) ** 2).sum(axis=2))
+    np.testing.assert_array_equal(farthest, dist.argmax(axis=1))
+
+
+@pytest.mark.parametrize("backend", ["dense", "blocked", "index", FAISS])
+def test_near_ties_go_to_the_lower_row(backend):
+    """Codes a hair apart (below float32's resolution of the screened distance, so the screen
+    and faiss see ties and may order them either way) and equal groups: the exact re-scoring
+    must still rank by the exact score and give ties to the lower training row."""
+    rng = np.random.default_rng(9)
+    base = rng.normal(size=(40, 24)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    train = np.repeat(base, 3, axis=0)[rng.permutation(120)]
+    train[::2] = np.nextafter(train[::2], np.float32(2.0))  # one float32 step on half the rows
+    groups = sparse.csr_matrix((rng.random((120, 4)) < 0.3).astype(float))
+    queries = rng.normal(size=(25, 24)).astype(np.float32)
+    query_groups = sparse.csr_matrix((rng.random((25, 4)) < 0.3).astype(float))
+    index = NeighbourIndex(train, groups=groups, backend=backend)
+    for options in (dict(lam=0.4), dict(lam=0.4, use_groups=False)):
+        ref_index, ref_score = brute_force_neighbours(
+            train, queries, 8, train_groups=groups, query_groups=query_groups, **options
+        )
+        found = index.search(queries, 8, query_groups=query_groups, **options)
+        np.testing.assert_array_equal(found.index, ref_index, err_msg=str(options))
+        np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12, err_msg=str(options))
 
 
 def test_search_options_do_what_they_say():
@@ -250,4 +302,4 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="groups"):
         NeighbourIndex(train).search(query, 2, lam=0.4, query_groups=query_groups)
     with pytest.raises(ValueError, match="backend"):
-        NeighbourIndex(train, backend="faiss")
+        NeighbourIndex(train, backend="annoy")

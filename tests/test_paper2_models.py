@@ -14,6 +14,7 @@ from scipy import sparse
 from paper2_data import N_TAGS, known_signal, with_cold_user
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.evaluation.metrics import metrics_at_k
+from tagrec_models.neighbours.search import faiss_available
 from tagrec_models.recommenders import get_recommender
 
 PAPER2 = ["ug_nw", "ug_nonw", "noug_nw", "noug_nonw", "knn_voting", "personal_knn"]
@@ -116,7 +117,7 @@ def test_a_training_image_is_not_its_own_neighbour(clear):
 def test_backends_give_the_same_scores(clear):
     data, test, side = clear
     dense = get_recommender("ug_nw")(backend="dense", own_image_bonus=0.2).fit(data).score(test, side)
-    for backend in ["blocked", "index"]:
+    for backend in ["blocked", "index"] + (["faiss"] if faiss_available() else []):
         other = get_recommender("ug_nw")(backend=backend, own_image_bonus=0.2).fit(data).score(test, side)
         np.testing.assert_allclose(other, dense, rtol=1e-6)
 

@@ -1,7 +1,7 @@
 """Paper 2, section 4.1: group-aware visual neighbours (paper 2, eqs. 2-5), searched exactly in batches.
 
-``similarity`` holds the equations, ``search`` the batched exact top-k search (dense BLAS or a
-scikit-learn index, plus the brute-force reference), ``memory`` what a lazy neighbour model
+``similarity`` holds the equations, ``search`` the batched exact top-k search (dense or blocked BLAS,
+a scikit-learn or faiss exact index, plus the brute-force reference), ``memory`` what a lazy neighbour model
 keeps from training, and paper 2's parameter studies of section 5 live in ``tagrec_models.studies.sweeps``.
 """
 

@@ -8,7 +8,7 @@ with ``s`` the min-max normalised Euclidean similarity over the *whole* training
 and ``J`` the Jaccard coefficient of the group sets (paper 2, eq. 4). The top k by ``y`` are the
 neighbours (ties go to the lower training row, so every back end gives the same answer).
 
-Three back ends, one answer:
+Four back ends, one answer:
 
 * ``"dense"``: every (query, training image) score from one BLAS product per query batch.
   Simplest; best while the training set is small.
@@ -18,6 +18,11 @@ Three back ends, one answer:
 * ``"index"``: the same candidate set, with the nearest and farthest images found by a
   scikit-learn ``NearestNeighbors`` index (``index_algorithm``: "brute", "ball_tree"...); its
   group mates are all scored exactly, as the index gives no distances for them.
+* ``"faiss"``: the index back end with faiss's exact flat index (``IndexFlatL2``; never an
+  approximate index, the answer must be exact) in place of scikit-learn's: the same candidate
+  set, the farthest image by the same negation or lifting (below). Needs ``faiss-cpu`` (the
+  ``faiss`` extra); its index holds its own float32 copy of the codes (a second, lifted one
+  for codes of unequal norm), built on first search and never pickled.
 
 Exactness of the candidate set rests on one observation: a training image that shares no
 group with the query (and is not the user's own) scores ``lambda * s``, which is at most
@@ -31,13 +36,51 @@ codes are lifted onto a sphere with one extra coordinate ``sqrt(C - 2|x|^2)``, w
 ``|(-q, 0) - (x, sqrt(C - 2|x|^2))|^2 = const + 2 q.x - |x|^2``, whose minimum is the maximum
 of ``|q - x|^2``.
 
-Why "auto" does not pick the index: measured on this project's 2-CPU machines with 20k
-4096-d float32 codes, one query through scikit-learn's exact ``kneighbors`` (brute) took
-0.4-0.7 s against 0.05 s for a NumPy matrix-vector product, and 200 queries 2.4 s against
-1.0 s (its brute path works in float64); a ball tree on 5k such codes answered more slowly
-than brute force (trees cannot prune in thousands of dimensions). So ``"auto"`` picks
-``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; the
-index stays available, and exact, for low-dimensional features where trees pay off.
+Why "auto" picks neither index: measured on this project's 2-CPU machine (faiss 1.15.1 on 2
+OpenMP threads, NumPy's OpenBLAS on 2 threads; another job shared the CPU), all in one run of
+``nice -n 10 python benchmarks/neighbour_search_benchmark.py``, seconds for all queries, k = 15,
+every back end giving the same answer:
+
+=========================================  ======  =======  =====  =====
+case                                        dense  blocked  index  faiss
+=========================================  ======  =======  =====  =====
+5k VLAD 4096-d, 200 queries, groups         0.17    0.14    0.65   0.42
+5k VLAD, 2,000 queries, groups              1.69    1.59    6.94   4.77
+5k VLAD, 2,000 queries, visual only         1.71    2.20    4.14   3.00
+20k VLAD, 200 queries, groups               0.67    0.59    2.71   2.33
+20k VLAD, 2,000 queries, groups             5.93    6.55    26.6   22.5
+20k VLAD, 200 queries, visual only          1.19    0.63    1.47   1.02
+20k VLAD, 2,000 queries, visual only        7.41    6.56    14.1   9.79
+20k VLAD, 20 queries one at a time          0.32    0.32    1.67   0.66
+Corel5k CNN 1280-d, 4,500 x 499 queries     0.30    0.25    0.29   0.48
+=========================================  ======  =======  =====  =====
+
+faiss's flat search costs what the BLAS product of the dense and blocked paths costs, but the
+index back ends need two passes (nearest, and farthest for d_max; one call for codes of equal
+norm, still twice the queries) where the screens read both off one product, and with groups
+they re-measure every group mate exactly while the screens read their distances off the same
+product: faiss took 1.1 to 3.9 times the faster screen's time in every batched case, and one
+query at a time twice dense's (0.66 s for 20 queries on 20k codes against 0.32 s).
+The one case it won, 1.9 ms against 8 ms per single query on the 4,500 x 1,280 embedding, was
+OpenBLAS's two threads waiting on the core the other job held: in a separate probe with
+NumPy's BLAS on one thread (threadpoolctl) the dense path took 0.8-1.0 ms to faiss's 1.8-2.1.
+scikit-learn's exact ``kneighbors`` (brute) was slower than faiss on the VLAD codes, and a
+ball tree on 5k such codes answered more slowly than brute force (trees cannot prune in
+thousands of dimensions). So ``"auto"`` picks
+``"dense"`` below ``dense_max_train`` training images and ``"blocked"`` from there on; both
+indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
+pay off; faiss as the optional ``faiss`` extra).
+
+faiss works in float32: it stores the codes in float32 and computes squared distances as
+``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS for batches of queries), so two distances closer
+than its rounding (about 1e-7 of ``|q|^2 + |x|^2``) can come back in either order, and among
+equal distances its order is its own (so is scikit-learn's). Neither index decides anything:
+each proposes the (m + query's own images + margin) nearest and (4 + own) farthest rows, whose
+distances are then recomputed from float64 differences, scored and sorted with ties to the
+lower training row (``_exact_top``), exactly as for the other back ends. The answer is exact
+unless more than the margin (16) of images lie within float32 rounding of the m-th nearest
+distance (or more than 4 within rounding of the farthest), the same condition the dense and
+blocked screens rest on.
 
 The dense and blocked back ends rank candidates by screened (float32 product) scores, keep
 the top (m + margin) of each query and recompute their distances, similarities and scores
@@ -67,7 +110,8 @@ from tagrec_models.neighbours.similarity import (
     neighbour_weights,
 )
 
-Backend = Literal["auto", "dense", "blocked", "index"]
+Backend = Literal["auto", "dense", "blocked", "index", "faiss"]
+BACKENDS = ("auto", "dense", "blocked", "index", "faiss")
 Log = Callable[[str], None]
 
 # How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
@@ -153,11 +197,15 @@ class NeighbourIndex:
         self.owners = None if owners is None else np.asarray(owners, dtype=np.int64)
         if self.owners is not None and self.owners.shape != (n,):
             raise ValueError(f"NeighbourIndex: owners must have shape ({n},), got {self.owners.shape}")
-        if backend not in ("auto", "dense", "blocked", "index"):
+        if backend not in BACKENDS:
             raise ValueError(
-                f"NeighbourIndex: backend must be 'auto', 'dense', 'blocked' or 'index', got {backend!r}"
+                f"NeighbourIndex: backend must be one of {', '.join(map(repr, BACKENDS))}, got {backend!r}"
             )
-        self.backend: Literal["dense", "blocked", "index"] = (
+        if backend == "faiss" and not faiss_available():
+            raise ValueError(
+                "NeighbourIndex: backend 'faiss' needs faiss-cpu (the 'faiss' extra: pip install -e '.[faiss]')"
+            )
+        self.backend: Literal["dense", "blocked", "index", "faiss"] = (
             ("blocked" if n >= dense_max_train else "dense") if backend == "auto" else backend
         )
         self.index_algorithm = index_algorithm
@@ -405,11 +453,29 @@ class NeighbourIndex:
         d_min, d_max = self._exact_extremes(batch, near_few, far_i, tables)
         return np.concatenate([pq, np.repeat(np.arange(b), far_i.shape[1])]), np.concatenate([px, far_i.ravel()]), d_min, d_max
 
+    def _flat_index(self, rows: np.ndarray):
+        """An exact nearest-neighbour index over ``rows``: faiss's ``IndexFlatL2`` for the faiss
+        back end, scikit-learn's ``NearestNeighbors`` for the index back end."""
+        if self.backend == "faiss":
+            import faiss
+
+            flat = faiss.IndexFlatL2(rows.shape[1])
+            flat.add(np.ascontiguousarray(rows, dtype=np.float32))
+            return flat
+        from sklearn.neighbors import NearestNeighbors
+
+        return NearestNeighbors(algorithm=self.index_algorithm).fit(rows)
+
+    def _knn(self, flat, queries: np.ndarray, k: int) -> np.ndarray:
+        """Rows of the k nearest training images of each query (order among near-equal
+        distances is the index's own; the exact re-scoring fixes the order)."""
+        if self.backend == "faiss":
+            return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1].astype(np.int64)
+        return flat.kneighbors(queries, n_neighbors=k, return_distance=False)
+
     def _nearest_index(self):
         if self._nn is None:
-            from sklearn.neighbors import NearestNeighbors
-
-            self._nn = NearestNeighbors(algorithm=self.index_algorithm).fit(self.features)
+            self._nn = self._flat_index(self.features)
         return self._nn
 
     def _farthest_index(self):
@@ -420,26 +486,28 @@ class NeighbourIndex:
             if norms.max() - norms.min() <= 1e-6 * max(norms.max(), 1e-12):
                 self._far = (self._nearest_index(), False)
             else:
-                from sklearn.neighbors import NearestNeighbors
-
                 c = 2.0 * self.sq_norms.max()
                 extra = np.sqrt(np.maximum(c - 2.0 * self.sq_norms, 0.0))
                 lifted = np.hstack([self.features, extra[:, None].astype(np.float32)])
-                self._far = (NearestNeighbors(algorithm=self.index_algorithm).fit(lifted), True)
+                self._far = (self._flat_index(lifted), True)
         return self._far
 
     def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
-        """Nearest and farthest from the scikit-learn index; every group mate and own image
-        is then scored exactly (the index gives no screened distances for them)."""
+        """Nearest and farthest from the exact index (scikit-learn or faiss); every group mate
+        and own image is then scored exactly (the index gives no screened distances for them)."""
         x = batch.x
         n = self.n_train
         n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
         n_near = min(n, m + n_exc + _SCREEN_MARGIN)
         n_far = min(n, _EXTREMES + n_exc)
-        near = self._nearest_index().kneighbors(x, n_neighbors=n_near, return_distance=False)
         far_index, lift = self._farthest_index()
-        query = -x if not lift else np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)])
-        far = far_index.kneighbors(query, n_neighbors=n_far, return_distance=False)
+        if not lift:
+            # Equal norms: q and -q go to the same index in one call (one pass over the codes).
+            both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
+            near, far = both[: len(x), :n_near], both[len(x) :, :n_far]
+        else:
+            near = self._knn(self._nearest_index(), x, n_near)
+            far = self._knn(far_index, np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)]), n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
         pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
         px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
@@ -565,6 +633,15 @@ class _Tables:
             own=_Lookup(own, shape),
             query_group_sizes=group_sizes(batch.groups) if request.use_groups else None,
         )
+
+
+def faiss_available() -> bool:
+    """Whether the faiss library (PyPI ``faiss-cpu``) can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _row_sq(x: np.ndarray) -> np.ndarray:

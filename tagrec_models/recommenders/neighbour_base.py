@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.neighbours.memory import NeighbourMemory
-from tagrec_models.neighbours.search import Backend, Neighbours
+from tagrec_models.neighbours.search import BACKENDS, Backend, Neighbours
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 
 
@@ -23,8 +23,8 @@ class NeighbourConfig(RecommenderConfig):
     exclude_same_image: a query never uses a training post of its own image as neighbour
         (scoring a training image must not see its own tags).
     backend: neighbour search back end: "dense" (all scores at once), "blocked" (streams the
-        training set through BLAS, bounded memory), "index" (scikit-learn NearestNeighbors);
-        all exact. "auto": dense below ``dense_max_train`` training images, blocked above.
+        training set through BLAS, bounded memory), "index" (scikit-learn NearestNeighbors),
+        "faiss" (faiss's exact IndexFlatL2; needs faiss-cpu); all exact. "auto": dense below ``dense_max_train`` training images, blocked above.
     dense_max_train: training images from which "auto" switches from dense to blocked.
     batch_size: queries searched (and walked) together.
     """
@@ -41,8 +41,8 @@ class NeighbourConfig(RecommenderConfig):
             raise ValueError("feature must name a SideInfo feature")
         if self.k < 1:
             raise ValueError(f"k must be at least 1, got {self.k}")
-        if self.backend not in ("auto", "dense", "blocked", "index"):
-            raise ValueError(f"backend must be 'auto', 'dense', 'blocked' or 'index', got {self.backend!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, got {self.backend!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
 
