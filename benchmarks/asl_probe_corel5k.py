@@ -109,15 +109,15 @@ def main() -> None:
     side = SideInfo(features={"cnn": emb[[row_of[p] for p in vocab.images]].astype(np.float32)})
     cls = get_recommender("asl_probe")
     rows = []
+    fit_counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
+    counts = np.asarray(sparse.csr_matrix(train_val.tags).sum(axis=0)).ravel()
     for name in args.variants:
         started = time.perf_counter()
         model = cls(**VARIANTS[name]).fit(TrainingData(train=fit, side=side))
-        fit_counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
         row = {"variant": name, "fit_s": round(time.perf_counter() - started, 1),
                **choose(scorings(model, val, side, fit_counts, name == "defaults"), val.tags)}
         if args.test:
             final = cls(**VARIANTS[name]).fit(TrainingData(train=train_val, side=side))
-            counts = np.asarray(sparse.csr_matrix(train_val.tags).sum(axis=0)).ravel()
             test_scores = scorings(final, test, side, counts, name == "defaults")
             f1, n_plus, _ = measure(test_scores[row["label_setting"]], test.tags)
             row.update(test_label_f1=f1, test_n_plus=n_plus, test_af=measure(test_scores[row["image_setting"]], test.tags)[2])

@@ -67,6 +67,19 @@ def prior_correction(scores: np.ndarray, counts: np.ndarray, power: float, smoot
     power chosen on validation for that table (0 = no correction)."""
     if power == 0:
         return scores
+    return scores / np.power(_smoothed(counts, smoothing), power)
+
+
+def logit_adjustment(logits: np.ndarray, counts: np.ndarray, power: float, smoothing: float) -> np.ndarray:
+    """Menon et al. 2021, eq. 10: ``z_w - power * log(count_w + smoothing)``, the log-space form
+    of ``prior_correction`` for models that score with logits; rare tags move up."""
+    if power == 0:
+        return logits
+    return logits - power * np.log(_smoothed(counts, smoothing))
+
+
+def _smoothed(counts: np.ndarray, smoothing: float) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
     if smoothing < 0 or (smoothing == 0 and (counts <= 0).any()):
         raise ValueError(f"rare_smoothing must be > 0 when a tag can have count 0, got {smoothing}")
-    return scores / np.power(np.asarray(counts, dtype=np.float64) + smoothing, power)
+    return counts + smoothing

@@ -57,7 +57,7 @@ from scipy import sparse, special
 from torch import nn
 
 from tagrec_models.crossmodal._torch import cpu_state, pick_device
-from tagrec_models.crossmodal.retune import Retunable
+from tagrec_models.crossmodal.retune import Retunable, logit_adjustment
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 from tagrec_models.recommenders.registry import register
@@ -102,15 +102,6 @@ class ASLProbeConfig(RecommenderConfig):
 
 
 INPUT_NORMS = ("unit", "standardise")
-
-
-def logit_adjustment(logits: np.ndarray, counts: np.ndarray, power: float, smoothing: float) -> np.ndarray:
-    """Menon et al. 2021, eq. 10: ``z_w - power * log(count_w + smoothing)``; rare tags move up."""
-    if power == 0:
-        return logits
-    if smoothing < 0 or (smoothing == 0 and (np.asarray(counts) <= 0).any()):
-        raise ValueError(f"rare_smoothing must be > 0 when a tag can have count 0, got {smoothing}")
-    return logits - power * np.log(np.asarray(counts, dtype=np.float64) + smoothing)
 
 
 def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float, gamma_pos: float,

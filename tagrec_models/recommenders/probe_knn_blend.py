@@ -36,11 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import sparse
-
-from tagrec_models.crossmodal.retune import Retunable
+from tagrec_models.crossmodal.retune import Retunable, logit_adjustment
 from tagrec_models.data import Posts, SideInfo, TrainingData
-from tagrec_models.recommenders.asl_probe import ASLProbe, logit_adjustment
+from tagrec_models.recommenders.asl_probe import ASLProbe
 from tagrec_models.recommenders.base import Recommender, RecommenderConfig
 from tagrec_models.recommenders.registry import register
 from tagrec_models.recommenders.two_pknn import TwoPKNN
@@ -106,34 +104,36 @@ class ProbeKNNBlend(Retunable, Recommender):
 
     def _fit(self, data: TrainingData) -> None:
         self.forget_scoring()
-        cfg = self.config
-        if not 0.0 <= cfg.knn_weight <= 1.0 or cfg.knn_floor <= 0:
-            raise ValueError(f"probe_knn_blend needs 0 <= knn_weight <= 1 and knn_floor > 0; got {cfg}")
+        cfg = self._checked_config()
         self.knn = TwoPKNN(features=(cfg.feature,), distances=cfg.distances, k1=cfg.k1, beta=cfg.beta,
                            seed=cfg.seed).fit(data)
         self.probe = ASLProbe(feature=cfg.feature, steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
                               device=cfg.device, seed=cfg.seed).set_log(self.log).fit(data)
         self.probe.set_log(None)
         self.training_history = list(self.probe.training_history)
-        self.tag_counts = np.asarray(sparse.csr_matrix(data.train.tags).sum(axis=0), dtype=np.float64).ravel()
 
-    def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
+    def _checked_config(self) -> ProbeKNNBlendConfig:
         cfg = self.config
         if not 0.0 <= cfg.knn_weight <= 1.0 or cfg.knn_floor <= 0:
             raise ValueError(f"probe_knn_blend needs 0 <= knn_weight <= 1 and knn_floor > 0; got {cfg}")
+        return cfg
+
+    def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
+        cfg = self._checked_config()
         logits = self.remembered("probe_logits", side, posts.image, lambda: self.probe.logits(posts, side))
         votes = self.knn.retune(k1=cfg.k1, beta=cfg.beta, rare_power=0.0).score(posts, side).astype(np.float64)
         votes /= np.maximum(votes.sum(axis=1, keepdims=True), 1e-300)
         blended = (1.0 - cfg.knn_weight) * logits + cfg.knn_weight * np.log(votes + cfg.knn_floor)
-        return logit_adjustment(blended, self.tag_counts, cfg.rare_power, cfg.rare_smoothing)
+        # the training tag counts, which the probe keeps
+        return logit_adjustment(blended, self.probe.tag_counts, cfg.rare_power, cfg.rare_smoothing)
 
     def _state(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config, "n_tags": self.n_tags,
-                "training_history": self.training_history, "tag_counts": self.tag_counts,
+                "training_history": self.training_history,
                 "knn": self.knn._state(), "probe": self.probe._state()}
 
     def _restore(self, state: dict[str, Any]) -> None:
-        for key in ("config", "n_tags", "training_history", "tag_counts"):
+        for key in ("config", "n_tags", "training_history"):
             setattr(self, key, state[key])
         self.knn = TwoPKNN.from_state(state["knn"])
         self.probe = ASLProbe.from_state(state["probe"])
