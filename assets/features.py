@@ -2,7 +2,7 @@
 pretrained CNN embedding and conv-stage descriptors in one pass over the images of each shard
 (``feature_shards``, partitioned: a backfill spreads shards over workers, a new crawl batch
 extracts only its own photos), gathered into one array per feature (``patches``, ``ch64``,
-``cm225``, ``cnn_embedding``, ``conv_maps``: every shard), then VLAD codes.
+``cm225``, ``cnn_embedding``, ``cnn_stages``, ``conv_maps``: every shard), then VLAD codes.
 
 Every array is a file the asset writes under ``<data home>/datasets/<dataset>/features/``; the
 asset returns an ``ArrayFile`` handle (path, shape, photo id of each row) and reports shapes,
@@ -39,6 +39,10 @@ FEATURE_OUTPUTS = {
     "cnn_embedding": "Pretrained CNN embedding (the backbone setting's pooled output, 1280-d: EfficientNet-Lite0 "
     "ImageNet by default, Lite2 on Corel5k): the "
     "deep visual feature paper 3's autoencoder reduces, and PT-PerMLP's input.",
+    "cnn_stages": "The multi-stage embedding: the pooled CNN embedding followed by the global mean of "
+    "each of the features settings' embedding_stages, each block L2-normalised and divided by "
+    "sqrt(blocks) (signed: cosine distances, not kl). Corel5k: Lite2 + stage5/6 means, which "
+    "validation prefers for the probe and the blend; with no embedding_stages, the pooled embedding.",
     "conv_maps": "Local descriptors of each convolutional stage (paper 2's 'layers'), average-pooled "
     "to a bounded grid, float16 [n, positions, channels] per stage.",
 }
@@ -51,7 +55,7 @@ class FeatureSettings(dg.Config):
     stages: list[str] = Field(default_factory=lambda: list(DEFAULT_STAGES), description="Conv stages whose local descriptors are kept (paper 2 picks one by validation MAP).")
     grid: int = Field(default=7, description="Each stage's map is average-pooled to at most grid x grid positions.")
     flip: bool = Field(default=False, description="Average the CNN embedding over the image and its horizontal mirror (twice the CNN cost; see benchmarks/representations_corel5k.py).")
-    embedding_stages: list[str] = Field(default_factory=list, description="Stages whose global mean is concatenated to the pooled embedding (blocks L2-normalised; signed, so not for the kl distance). Empty: the pooled embedding alone.")
+    embedding_stages: list[str] = Field(default_factory=list, description="Stages whose global mean is appended to the pooled embedding in the cnn_stages asset (blocks L2-normalised; signed, so for cosine distances, not kl); cnn_embedding stays the pooled embedding. Empty: cnn_stages is the pooled embedding.")
     patch_size: int = Field(default=75, description="Patch side d: 75 (NUS-WIDE recipe) or 50 (Flickr-PTR recipe).")
     max_side: int = Field(default=320, description="Images are decoded and downscaled so the longer side is at most this before every feature (CNN input 224, patches 75, colour statistics); bounds the cost of the few huge drawings. 0: full size.")
     device: str = Field(default="auto", description="'auto' (CUDA when present), 'cpu' or 'cuda'.")
@@ -120,7 +124,7 @@ def all_shards_tags(spec: DatasetSpec) -> dict[str, str]:
 
 def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     split_ins = {p: dg.AssetIn(key(spec, p)) for p in ("train", "val", "test")}
-    checked = ("patches", "ch64", "cm225", "cnn_embedding")
+    checked = ("patches", "ch64", "cm225", "cnn_embedding", "cnn_stages")
     shards_key = key(spec, "feature_shards")
     Settings = feature_settings(spec)
 
@@ -208,7 +212,9 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         }
         patch_file = next(name for name in written if name.startswith("patches_"))
         files = {"patches": (patch_file, "patches"), "ch64": ("ch64", "ch64"),
-                 "cm225": ("cm225", "cm225"), "cnn_embedding": ("cnn", "cnn")}
+                 "cm225": ("cm225", "cm225"), "cnn_embedding": ("cnn", "cnn"),
+                 # with no embedding_stages the multi-stage embedding is the pooled one: same file
+                 "cnn_stages": ("cnn_stages" if "cnn_stages" in written else "cnn", "cnn_stages")}
         for output, (file_key, name) in files.items():
             array = np.load(written[file_key], mmap_mode="r")
             handle = ArrayFile.describe(name, written[file_key], ids, array)

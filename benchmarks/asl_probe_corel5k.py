@@ -17,6 +17,9 @@ rule, same cache folder)::
     python benchmarks/asl_probe_corel5k.py                 # validation only (~5 min on 2 cores)
     python benchmarks/asl_probe_corel5k.py --test          # + refit on train + validation, test
     python benchmarks/asl_probe_corel5k.py --representation lite2 --variants --blend --test
+    python benchmarks/representations_corel5k.py extract --backbone efficientnet_lite2
+    python benchmarks/asl_probe_corel5k.py --representation lite2+stage5+stage6 --variants \
+        --blend --blend-model probe_knn_blend_stages --test
 
 Fits run on train minus validation; with ``--test`` each variant is refitted on train +
 validation and scored on the 499 test images at its validation-chosen settings.
@@ -75,16 +78,16 @@ BLEND_GRID = [dict(knn_weight=w, rare_power=r, k1=k1, beta=b) for w in (0.0, 0.2
               for r in (0.0, 0.5, 1.0, 1.5, 2.0) for k1 in (3, 5, 10, 20) for b in (5.0, 10.0, 20.0)]
 
 
-def blend_row(side, fit, val, train_val, test, with_test: bool) -> dict:
-    """``probe_knn_blend``: one fit on train minus validation, its scoring fields chosen on
+def blend_row(side, fit, val, train_val, test, with_test: bool, name: str = "probe_knn_blend") -> dict:
+    """``probe_knn_blend`` (or ``probe_knn_blend_stages``): one fit on train minus validation, its scoring fields chosen on
     validation per family (as the tuning engine's operating points), then a refit on train +
     validation scored on test at those settings."""
-    cls = get_recommender("probe_knn_blend")
+    cls = get_recommender(name)
     started = time.perf_counter()
     model = cls().fit(TrainingData(train=fit, side=side))
     fitted = time.perf_counter() - started
     scorings = {str(point): model.retune(**point).score(val, side) for point in BLEND_GRID}
-    row = {"variant": "probe_knn_blend", "fit_s": round(fitted, 1), **choose(scorings, val.tags)}
+    row = {"variant": name, "fit_s": round(fitted, 1), **choose(scorings, val.tags)}
     if with_test:
         final = cls().fit(TrainingData(train=train_val, side=side))
         label_point, image_point = ast.literal_eval(row["label_setting"]), ast.literal_eval(row["image_setting"])
@@ -101,12 +104,15 @@ def main() -> None:
     parser.add_argument("--representation", default="lite0", help="a variant name of representations_corel5k")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--blend", action="store_true", help="also probe_knn_blend over its scoring fields")
+    parser.add_argument("--blend-model", default="probe_knn_blend", choices=["probe_knn_blend", "probe_knn_blend_stages"],
+                        help="probe_knn_blend_stages: cosine-only 2PKNN, for a signed (multi-stage) representation")
     parser.add_argument("--test", action="store_true")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
     ids, emb = variants(args.cache)[args.representation]
     row_of = {str(i): r for r, i in enumerate(ids)}
-    side = SideInfo(features={"cnn": emb[[row_of[p] for p in vocab.images]].astype(np.float32)})
+    embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})  # under both models' names
     cls = get_recommender("asl_probe")
     rows = []
     fit_counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
@@ -124,7 +130,7 @@ def main() -> None:
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     if args.blend:
-        rows.append(blend_row(side, fit, val, train_val, test, args.test))
+        rows.append(blend_row(side, fit, val, train_val, test, args.test, args.blend_model))
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(pd.DataFrame(rows).round(4).to_string(index=False))

@@ -230,16 +230,18 @@ def with_operating_points(table: pd.DataFrame, trained_models: Sequence[TrainedM
 def representation(needs: Sequence[str], settings: ExtractionConfig | None) -> str:
     """What image representation a model read (the ``representation`` column, issue 13): its
     ``needs`` with the CNN ones spelled out from the features run's recorded settings
-    (``features.single.read_extraction_settings``): backbone, input side, flip averaging and
-    the stages concatenated to the pooled embedding. ``settings`` None: the names alone."""
-    def cnn() -> str:
+    (``features.single.read_extraction_settings``): backbone, input side, flip averaging and,
+    for ``cnn_stages``, the stages whose means follow the pooled embedding. ``settings`` None: the names alone."""
+    def cnn(with_stages: bool) -> str:
         if settings is None:
-            return "cnn"
-        extras = (["flip-averaged"] if settings.flip else []) + [f"+{s} mean" for s in settings.embedding_stages]
+            return "cnn_stages" if with_stages else "cnn"
+        extras = (["flip-averaged"] if settings.flip else []) + (
+            [f"+{s} mean" for s in settings.embedding_stages] if with_stages else [])
         return " ".join([f"{settings.backbone} {settings.input_size}px pooled"] + extras)
 
     words = {
-        "cnn": cnn,
+        "cnn": lambda: cnn(False),
+        "cnn_stages": lambda: cnn(True),
         "vlad": lambda: "VLAD of conv-stage descriptors" + (f" ({settings.backbone})" if settings else ""),
         "patches": lambda: "raw pixel patches",
         "ch64": lambda: "CH-64 colour histogram",

@@ -15,6 +15,7 @@ import pytest
 from assets.datasets import OPENCLIPART
 from assets.factory import dataset_assets
 from assets.features import all_shards_tags
+from tagrec_models.features.device import DeviceConfig
 from tagrec_models.features.extraction import ExtractionConfig, extract_features
 from tagrec_models.features.shards import (
     assemble_shards,
@@ -135,6 +136,20 @@ def test_the_demo_runs_every_shard_only_where_its_job_has_them():
     assert every_shard(subset, "openclipart") == {}
 
 
+def test_a_shard_stored_before_cnn_stages_had_its_own_file_is_extracted_again(tmp_path, openclipart_sample):
+    """Shards written when cnn.npy held the multi-stage concatenation have no cnn_stages.npy:
+    with the same settings, nothing of them is reused (cnn.npy would be the wrong array)."""
+    ids, paths = fixture_images(openclipart_sample, 3)
+    config = ExtractionConfig(stages=(), embedding_stages=("stage6",), lowlevel=False, patch_sizes=(),
+                              device=DeviceConfig(device="cpu", num_workers=0))
+    first = extract_shard("shard00", ids, paths, tmp_path / "s0", config)
+    assert "cnn_stages" in first.arrays and (first.n_extracted, first.n_reused) == (3, 0)
+    assert (extract_shard("shard00", ids, paths, tmp_path / "s0", config).n_reused) == 3
+    (tmp_path / "s0" / "cnn_stages.npy").unlink()
+    again = extract_shard("shard00", ids, paths, tmp_path / "s0", config)
+    assert (again.n_extracted, again.n_reused) == (3, 0) and "cnn_stages" in again.arrays
+
+
 def test_a_dataset_s_own_feature_defaults_reach_its_launchpad():
     """Corel5k's features default to the backbone its validation chose (DatasetSpec.feature_defaults),
     the other datasets keep the shared default, and the launchpad says why."""
@@ -150,3 +165,6 @@ def test_a_dataset_s_own_feature_defaults_reach_its_launchpad():
     corel = backbone_field("corel5k")
     assert corel.default_value == "efficientnet_lite2"
     assert "validation" in corel.description
+    schema = defs.get_assets_def(dg.AssetKey(["corel5k", "feature_shards"])).op.config_schema
+    stages = schema.config_type.fields["embedding_stages"]
+    assert stages.default_value == ["stage5", "stage6"] and "cnn_stages" in stages.description

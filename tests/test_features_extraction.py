@@ -134,6 +134,34 @@ def test_neighbours_share_tags_on_the_openclipart_sample(sample):
     assert ch > random_pair + 0.15 and cm > random_pair + 0.15, (ch, cm, random_pair)
 
 
+def test_embedding_stages_write_cnn_stages_beside_the_unchanged_pooled_embedding(sample, tmp_path):
+    """cnn.npy stays the pooled embedding; cnn_stages.npy is it followed by the stage's global
+    mean, each block L2-normalised and divided by sqrt(2) (backbone.compose_embedding)."""
+    paths = list(sample["images"]["path"])[:6]
+    config = ExtractionConfig(stages=("stage6",), embedding_stages=("stage6",), lowlevel=False, patch_sizes=(),
+                              device=DeviceConfig(device="cpu", batch_size=4, num_workers=0))
+    result = extract_features(paths, tmp_path, config)
+    assert result.shapes["cnn"] == (6, 1280) and result.shapes["cnn_stages"] == (6, 1280 + 192)
+    pooled = np.load(result.files["cnn"])
+    np.testing.assert_allclose(pooled, load_features(sample["out"])["cnn"][:6], rtol=1e-4, atol=1e-5)
+    stages = np.load(result.files["cnn_stages"])
+    stage_mean = load_local_descriptors(tmp_path, "stage6").astype(np.float32).mean(axis=1)  # 7 x 7: the whole map
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(stages[:, :1280], unit(pooled) / np.sqrt(2), atol=1e-5)
+    np.testing.assert_allclose(stages[:, 1280:], unit(stage_mean) / np.sqrt(2), atol=2e-3)  # float16 maps
+    np.testing.assert_allclose(np.linalg.norm(stages, axis=1), 1.0, atol=1e-5)
+    assert (stages < 0).any()  # signed: for cosine distances, not kl
+    # tagrec suggest computes both for a new image as the features run stored them
+    from tagrec_models.features.single import NewImageFeatures
+
+    new = NewImageFeatures(config, ("cnn", "cnn_stages")).compute(paths[:2])
+    np.testing.assert_allclose(new.features["cnn"], pooled[:2], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(new.features["cnn_stages"], stages[:2], rtol=1e-4, atol=1e-5)
+
+
 def test_lowlevel_only_pass_needs_no_model_and_rewrites_in_place(tmp_path, openclipart_sample):
     paths = sorted((openclipart_sample / "png").rglob("*.png"))[:5]
     config = ExtractionConfig(cnn=False, patch_sizes=(), device=DeviceConfig(device="cpu", num_workers=0))

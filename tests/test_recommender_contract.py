@@ -13,7 +13,8 @@ from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo, TrainingData
 from tagrec_models.recommenders import available, get_recommender
 
 N_USERS, N_IMAGES, N_TAGS, N_GROUPS, PATCH = 8, 36, 12, 4, 75
-FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "vlad": 256}
+FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "cnn_stages": 1472, "vlad": 256}
+SIGNED = {"cnn_stages"}  # the multi-stage embedding has negative entries, as extracted
 
 
 def contract_data() -> tuple[TrainingData, Posts, SideInfo]:
@@ -28,7 +29,8 @@ def contract_data() -> tuple[TrainingData, Posts, SideInfo]:
     for name, dim in FEATURE_DIMS.items():
         base = rng.normal(size=(4, dim)).astype(np.float32)
         noise = 0.1 * rng.normal(size=(N_IMAGES, dim)).astype(np.float32)
-        features[name] = np.abs(base[np.arange(N_IMAGES) % 4] + noise).astype(np.float32)
+        values = base[np.arange(N_IMAGES) % 4] + noise
+        features[name] = (values if name in SIGNED else np.abs(values)).astype(np.float32)
     patches = rng.integers(0, 256, size=(N_IMAGES, 3, PATCH, PATCH, 3), dtype=np.uint8)
     groups = sparse.csr_matrix(
         (np.ones(N_IMAGES, dtype=np.float32), (np.arange(N_IMAGES), np.arange(N_IMAGES) % 4)),

@@ -37,7 +37,8 @@ N_TAGS = POPULAR + 1
 USERS_PER_TOPIC = 4  # KNN voting counts one vote per user (Li et al.): a topic needs several users
 N_USERS, N_IMAGES, N_TEST, N_VAL, PATCH = N_TOPICS * USERS_PER_TOPIC, 96, 24, 8, 75
 POPULAR_SHARE = 0.9
-FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "vlad": 256}
+FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "cnn_stages": 1472, "vlad": 256}
+SIGNED = {"cnn_stages"}  # the multi-stage embedding has negative entries, as extracted
 K = 3
 TOPIC_HIT_FLOOR = 0.5  # chance is 1 / N_TOPICS = 0.25
 PRECISION_MARGIN = 0.1
@@ -59,7 +60,8 @@ def planted_data() -> tuple[TrainingData, Posts, SideInfo, np.ndarray]:
     for name, dim in FEATURE_DIMS.items():
         centres = rng.normal(size=(N_TOPICS, dim))
         noise = 0.3 * rng.normal(size=(N_IMAGES, dim))
-        features[name] = np.abs(centres[topic] + noise).astype(np.float32)
+        values = centres[topic] + noise
+        features[name] = (values if name in SIGNED else np.abs(values)).astype(np.float32)
     tints = rng.integers(30, 226, size=(N_TOPICS, 3))
     noise = rng.integers(-25, 26, size=(N_IMAGES, 3, PATCH, PATCH, 3))
     patches = np.clip(tints[topic][:, None, None, None, :] + noise, 0, 255).astype(np.uint8)

@@ -36,7 +36,10 @@ def test_the_representation_column_spells_out_the_cnn_settings():
     from tagrec_models.reporting import representation, with_representations
 
     settings = ExtractionConfig(backbone="efficientnet_lite2", flip=True, embedding_stages=("stage6",))
-    assert representation(("cnn",), settings) == "efficientnet_lite2 260px pooled flip-averaged +stage6 mean"
+    # cnn is the pooled embedding whatever embedding_stages says; cnn_stages appends them
+    assert representation(("cnn",), settings) == "efficientnet_lite2 260px pooled flip-averaged"
+    assert representation(("cnn_stages",), settings) == "efficientnet_lite2 260px pooled flip-averaged +stage6 mean"
+    assert representation(("cnn_stages",), None) == "cnn_stages"
     assert representation(("cnn",), ExtractionConfig()) == "efficientnet_lite0 224px pooled"
     assert representation(("ch64", "cm225"), None) == "CH-64 colour histogram + CM-225 colour moments"
     assert representation((), settings) == "tags only (no image features)"

@@ -180,7 +180,8 @@ EFFICIENTNET_LITE2 = register_backbone(
 @dataclass
 class BackboneOutput:
     """``embedding``: [B, D] (the pooled embedding, with ``FeatureBackbone.embedding_stages``
-    the concatenation described there); ``stages``: stage name -> [B, C, h, w] maps (pooled
+    the concatenation described there; extraction stores it as ``cnn_stages`` and ``pooled``
+    as ``cnn``); ``stages``: stage name -> [B, C, h, w] maps (pooled
     to the requested grid); ``logits`` when asked for."""
 
     embedding: torch.Tensor

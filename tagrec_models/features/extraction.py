@@ -13,7 +13,8 @@ Files written in ``out_dir`` (each atomically, see ``storage.atomic``; rows foll
 file                        array                                      SideInfo name
 =========================  =========================================  ===========================
 ``index.parquet``           row, path, status, reason, width, height
-``cnn.npy``                 float32 [n, embedding_dim]                 ``features["cnn"]``
+``cnn.npy``                 float32 [n, embedding_dim] (pooled)        ``features["cnn"]``
+``cnn_stages.npy``          float32 [n, embedding_dim + stage widths]  ``features["cnn_stages"]``
 ``ch64.npy``                float32 [n, 64]                            ``features["ch64"]``
 ``cm225.npy``               float32 [n, 225]                           ``features["cm225"]``
 ``patches_<d>.npy``         uint8 [n, 3, d, d, 3]                      ``patches``
@@ -27,6 +28,9 @@ device (a descriptor then summarises a (h/grid)^2 neighbourhood, like a larger r
 field) and stored as float16. With ``grid = 7`` and the 7 stages of EfficientNet-Lite0
 (784 channels in all) that is about 77 KB per image. Paper 2 keeps AlexNet's native
 13 x 13 to 55 x 55 maps; ``grid`` is the config field that trades fidelity for space.
+
+``cnn_stages.npy`` is written only with ``embedding_stages``: the pooled embedding followed by
+the global mean of each of those stages (``backbone.compose_embedding``).
 
 Broken images (``status == 'broken'``, see ``images.py``) keep their row, so every array has
 exactly one row per path; their feature rows are all zeros and the index table says why.
@@ -71,7 +75,8 @@ class ExtractionConfig:
 
     backbone: str = "efficientnet_lite0"
     cnn: bool = True
-    """Compute the pooled embedding (``cnn.npy``) and the stage descriptors."""
+    """Compute the pooled embedding (``cnn.npy``), the stage descriptors and, with
+    ``embedding_stages``, the multi-stage embedding (``cnn_stages.npy``)."""
     image_size: int | None = None
     """CNN input side in pixels; None: the backbone's native size (224)."""
     cnn_resize: str = "squash"
@@ -85,8 +90,9 @@ class ExtractionConfig:
     twice the CNN cost; ``backbone.FeatureBackbone``). Measured on Corel5k validation by
     ``benchmarks/representations_corel5k.py``."""
     embedding_stages: tuple[str, ...] = ()
-    """Stages whose globally averaged maps are concatenated to the pooled embedding (each block
-    L2-normalised; signed, so not for the ``kl`` distance). Empty: the pooled embedding alone."""
+    """Stages whose globally averaged maps are concatenated to the pooled embedding in a second
+    array, ``cnn_stages.npy`` (each block L2-normalised; signed, so not for the ``kl``
+    distance); ``cnn.npy`` stays the pooled embedding. Empty: no ``cnn_stages.npy``."""
     lowlevel: bool = True
     lowlevel_config: LowLevelConfig = LowLevelConfig()
     patch_sizes: tuple[int, ...] = (75,)
@@ -280,7 +286,9 @@ def extract_features(
 
     plan: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
     if config.cnn:
-        plan["cnn"] = ((n, backbone.embedding_dim), np.dtype(np.float32))
+        plan["cnn"] = ((n, spec.embedding_dim), np.dtype(np.float32))
+        if config.embedding_stages:
+            plan["cnn_stages"] = ((n, backbone.embedding_dim), np.dtype(np.float32))
     if config.lowlevel:
         plan["ch64"] = ((n, config.lowlevel_config.histogram_dim), np.dtype(np.float32))
         plan["cm225"] = ((n, config.lowlevel_config.moments_dim), np.dtype(np.float32))
@@ -315,9 +323,13 @@ def extract_features(
                 if backbone is not None:
                     with runtime.autocast():
                         out = backbone(runtime.to_device(batch["pixels"]))
-                    embedding = out.embedding.float().cpu().numpy()
-                    embedding[broken] = 0.0
-                    arrays["cnn"][rows] = embedding
+                    embeddings = {"cnn": out.pooled}
+                    if config.embedding_stages:
+                        embeddings["cnn_stages"] = out.embedding
+                    for name, tensor in embeddings.items():
+                        embedding = tensor.float().cpu().numpy()
+                        embedding[broken] = 0.0
+                        arrays[name][rows] = embedding
                     for stage, fmap in out.stages.items():
                         local = _stage_rows(fmap)
                         if f"local_{stage}" not in arrays:  # the grid size is known after one batch

@@ -104,6 +104,8 @@ def _stored(out_dir: Path, config: ExtractionConfig) -> pd.DataFrame | None:
         return None
     if not same:
         return None
+    if config.cnn and config.embedding_stages and not (out_dir / "cnn_stages.npy").exists():
+        return None  # written before cnn_stages had its own file (cnn.npy held the concatenation)
     stored = pd.read_parquet(ids)
     stored["row"] = np.arange(len(stored), dtype=np.int64)
     return stored

@@ -36,7 +36,7 @@ from tagrec_models.features.vlad import VladCodebook
 from tagrec_models.storage.atomic import write_bytes
 
 SETTINGS_FILE = "extraction_settings.json"
-PIXEL_FEATURES = ("ch64", "cm225", "cnn", "vlad", "patches")
+PIXEL_FEATURES = ("ch64", "cm225", "cnn", "cnn_stages", "vlad", "patches")
 """What ``NewImageFeatures`` can compute: the ``SideInfo`` feature names and ``patches``."""
 
 LEGACY_ASSET_SETTINGS = ExtractionConfig(load=LoadConfig(max_side=320))
@@ -159,7 +159,7 @@ class NewImageFeatures:
             raise FeatureSettingsError(
                 f"the features run stored patches of sides {settings.patch_sizes}; expected exactly one")
         stages = (codebook.stage,) if "vlad" in wanted else ()
-        use_cnn = "cnn" in wanted or "vlad" in wanted
+        use_cnn = bool({"cnn", "cnn_stages", "vlad"} & set(wanted))
         self.wanted = wanted
         self.codebook = codebook
         self.config = dataclasses.replace(
@@ -194,10 +194,13 @@ class NewImageFeatures:
             if self.backbone is not None:
                 with torch.inference_mode(), self.runtime.autocast():
                     out = self.backbone(self.runtime.to_device(batch["pixels"]))
-                if "cnn" in features:
-                    embedding = out.embedding.float().cpu().numpy()
-                    embedding[broken] = 0.0
-                    features["cnn"].append(embedding)
+                # cnn: the pooled embedding; cnn_stages: with the run's embedding_stages
+                # appended (the pooled embedding itself where it had none, as the asset stores)
+                for name, tensor in (("cnn", out.pooled), ("cnn_stages", out.embedding)):
+                    if name in features:
+                        embedding = tensor.float().cpu().numpy()
+                        embedding[broken] = 0.0
+                        features[name].append(embedding)
                 if "vlad" in features:
                     local = _stage_rows(out.stages[self.codebook.stage])  # float16, as stored
                     local[broken] = 0.0
@@ -230,7 +233,7 @@ def agreement(name: str, computed: np.ndarray, stored: np.ndarray) -> float:
     return float(a @ b / norm)
 
 
-MIN_AGREEMENT = {"ch64": 0.999, "cm225": 0.999, "cnn": 0.99, "vlad": 0.95, "patches": 0.99}
+MIN_AGREEMENT = {"ch64": 0.999, "cm225": 0.999, "cnn": 0.99, "cnn_stages": 0.99, "vlad": 0.95, "patches": 0.99}
 """``agreement`` a recomputed stored image must reach per feature (CH-64 and CM-225 are exact
 up to float rounding; the CNN and VLAD allow the bf16 forward of a CUDA features run)."""
 
