@@ -227,7 +227,7 @@ def test_farthest_point_trick_finds_the_farthest_image(backend, equal_norms):
     far_index, lift = index._farthest_index()
     assert lift is not equal_norms
     query = -queries if not lift else np.hstack([-queries, np.zeros((len(queries), 1), dtype=np.float32)])
-    farthest = index._knn(far_index, query, 1)[:, 0]
+    farthest = index._knn(far_index, query, 1)[1][:, 0]
     dist = np.sqrt(((queries[:, None, :].astype(np.float64) - train[None]) ** 2).sum(axis=2))
     np.testing.assert_array_equal(farthest, dist.argmax(axis=1))
 

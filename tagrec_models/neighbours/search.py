@@ -580,12 +580,15 @@ class NeighbourIndex:
 
         return NearestNeighbors(algorithm=self.index_algorithm).fit(rows)
 
-    def _knn(self, flat, queries: np.ndarray, k: int) -> np.ndarray:
-        """Rows of the k nearest training images of each query (order among near-equal
-        distances is the index's own; the exact re-scoring fixes the order)."""
+    def _knn(self, flat, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(squared distances, rows)`` of the k nearest training images of each query, nearest
+        first, as the index computed them (its order among near-equal distances is its own;
+        the exact re-scoring fixes the order)."""
         if self.backend == "faiss":
-            return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1].astype(np.int64)
-        return flat.kneighbors(queries, n_neighbors=k, return_distance=False)
+            dist, rows = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return dist.astype(np.float64), rows.astype(np.int64)
+        dist, rows = flat.kneighbors(queries, n_neighbors=k, return_distance=True)
+        return np.square(dist, dtype=np.float64), rows
 
     def _nearest_index(self):
         if self._nn is None:
@@ -607,41 +610,76 @@ class NeighbourIndex:
         return self._far
 
     def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", widen: int):
-        """Nearest and farthest from the exact index (scikit-learn or faiss); every group mate
-        and own image is then scored exactly (the index gives no screened distances for them)."""
+        """Nearest and farthest from the exact index (scikit-learn or faiss), each list
+        re-measured exactly with every group mate and own image; the pairs whose exact score
+        reaches the m-th best are returned for the final ranking.
+
+        The lists hold the images nearest (farthest) by the index's own computed distances, so
+        an image outside the nearest list has a computed squared distance of at least the
+        list's last. Both indexes compute squared distances in at most float32 precision
+        (faiss: ``|q|^2 + |x|^2 - 2 q.x`` in float32, or float32 differences; scikit-learn
+        in float64), off by at most ``gamma_(dim+8)(u32) (|q| + max|x|)^2`` (Higham's bound,
+        as ``_screen_error``), so that image's exact distance is at least L; as for the blocked
+        back end, the list is complete when ``L >= d_min`` and ``score(L) < `` the m-th best
+        exact score. The farthest list answers |-q - x|^2 = 2|q|^2 + 2|x|^2 - |q - x|^2 (equal
+        norms) or, lifted, 2|q|^2 + C - |q - x|^2 (plus the float32 rounding of the lifting
+        coordinate), which bounds from above the distance of every image outside it. A query
+        whose lists cannot be shown complete is marked unsure and searched again with lists
+        8 times longer (``widen``)."""
         x = batch.x
+        b = len(x)
         n = self.n_train
+        dim = self.features.shape[1]
         n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
-        n_near = min(n, m + n_exc + _SCREEN_MARGIN)
-        n_far = min(n, _EXTREMES + n_exc)
+        n_near = min(n, m + n_exc + _SCREEN_MARGIN * widen)
+        n_far = min(n, _EXTREMES * widen + n_exc)
         far_index, lift = self._farthest_index()
         if not lift:
             # Equal norms: q and -q go to the same index in one call (one pass over the codes).
-            both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
-            near, far = both[: len(x), :n_near], both[len(x) :, :n_far]
+            both_d, both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
+            near_d, near = both_d[:b, :n_near], both[:b, :n_near]
+            far_d, far = both_d[b:, :n_far], both[b:, :n_far]
         else:
-            near = self._knn(self._nearest_index(), x, n_near)
-            far = self._knn(far_index, np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)]), n_far)
+            near_d, near = self._knn(self._nearest_index(), x, n_near)
+            far_d, far = self._knn(far_index, np.hstack([-x, np.zeros((b, 1), dtype=np.float32)]), n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
-        pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
+        pq = np.concatenate([np.repeat(np.arange(b), n_near + n_far), extra_q])
         px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
-        d_min, d_max = self._exact_extremes(batch, near[:, : _EXTREMES + n_exc], far, tables)
-        return pq, px, d_min, d_max, np.zeros(len(x), dtype=bool)
-
-    def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, tables: "_Tables") -> tuple[np.ndarray, np.ndarray]:
-        """Exact (float64 difference) d_min and d_max over a few screened candidates each."""
-        b = len(batch.x)
-        q_near = np.repeat(np.arange(b), near.shape[1])
-        q_far = np.repeat(np.arange(b), far.shape[1])
-        dn = self._pair_distances(batch.x, q_near, near.ravel()).reshape(near.shape)
-        df = self._pair_distances(batch.x, q_far, far.ravel()).reshape(far.shape)
-        dn = np.where(tables.excluded.has(q_near, near.ravel()).reshape(near.shape), np.inf, dn)
-        df = np.where(tables.excluded.has(q_far, far.ravel()).reshape(far.shape), -np.inf, df)
-        d_min, d_max = dn.min(axis=1), df.max(axis=1)
+        key = np.unique(pq * n + px)
+        pq, px = key // n, key % n
+        keep = ~tables.excluded.has(pq, px)
+        pq, px = pq[keep], px[keep]
+        dist = self._pair_distances(x, pq, px)
+        d_min = np.full(b, np.inf)
+        d_max = np.full(b, -np.inf)
+        np.minimum.at(d_min, pq, dist)
+        np.maximum.at(d_max, pq, dist)
         # Only possible when the query's own image is the only training image.
         d_min = np.where(np.isfinite(d_min), d_min, 0.0)
-        d_max = np.where(np.isfinite(d_max), d_max, 0.0)
-        return d_min, np.maximum(d_max, d_min)
+        d_max = np.maximum(np.where(np.isfinite(d_max), d_max, 0.0), d_min)
+        grp = own = 0.0
+        if request.use_groups:
+            grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
+        if request.bonus > 0:
+            own = tables.own.get(pq, px)
+        y = _score(dist, d_min[pq], d_max[pq], grp, own, request)[0]
+        cut = _mth_largest(pq, y, b, m)
+        # The completeness proofs (docstring).
+        x_sq = _row_sq(x)
+        t_sq = float(self.sq_norms.max())
+        err = _gamma(dim + 8, _U32) * (np.sqrt(x_sq) + np.sqrt(t_sq)) ** 2
+        outside_near = np.sqrt(np.maximum(near_d[:, -1] - err, 0.0))
+        if not lift:
+            outside_far_sq = 2.0 * x_sq + 2.0 * t_sq - far_d[:, -1] + err
+        else:
+            c = 2.0 * t_sq  # the lifting constant of _farthest_index
+            err_lift = _gamma(dim + 9, _U32) * (np.sqrt(x_sq) + np.sqrt(c)) ** 2 + 4.0 * _U32 * c
+            outside_far_sq = 2.0 * x_sq + c - far_d[:, -1] + err_lift
+        outside_far = np.sqrt(np.maximum(outside_far_sq, 0.0))
+        plain = _score(outside_near, d_min, d_max, 0.0, 0.0, request)[0]
+        sure = ((n_near >= n) | ((outside_near >= d_min) & (plain < cut))) & ((n_far >= n) | (outside_far <= d_max))
+        band = y >= cut[pq]
+        return pq[band], px[band], d_min, d_max, ~sure
 
     def _pair_distances(self, x: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.empty(len(q), dtype=np.float64)
