@@ -71,21 +71,35 @@ thousands of dimensions). So ``"auto"`` picks
 indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
 pay off; faiss as the optional ``faiss`` extra).
 
-faiss works in float32: it stores the codes in float32 and computes squared distances as
-``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS for batches of queries), so two distances closer
-than its rounding (about 1e-7 of ``|q|^2 + |x|^2``) can come back in either order, and among
-equal distances its order is its own (so is scikit-learn's). Neither index decides anything:
-each proposes the (m + query's own images + margin) nearest and (4 + own) farthest rows, whose
-distances are then recomputed from float64 differences, scored and sorted with ties to the
-lower training row (``_exact_top``), exactly as for the other back ends. The answer is exact
-unless more than the margin (16) of images lie within float32 rounding of the m-th nearest
-distance (or more than 4 within rounding of the farthest), the same condition the dense and
-blocked screens rest on.
+Every back end is exact however many images tie (issue 13's tie fix). float32 cannot tell
+images apart whose distances differ by less than its rounding, and exact duplicates of one
+image get screened distances a rounding step apart (BLAS kernels treat columns differently),
+while screens and indexes order equal values their own way. So no back end decides
+anything from float32 values: each proves which images *may* belong to the answer and
+re-scores those exactly (float64 differences), ranking them with ties to the lower training
+row (``_exact_top``), with the one score evaluation ``_score`` the reference's formulas use.
 
-The dense and blocked back ends rank candidates by screened (float32 product) scores, keep
-the top (m + margin) of each query and recompute their distances, similarities and scores
-exactly (float64 differences) with the code the index back end uses too; the margin of
-extra candidates keeps float32 rounding in the screen from changing the result.
+* The screens' error bound (``_screen_error``, Higham's ``gamma_n`` for an n-term dot
+  product): a screened squared distance ``|q|^2 + |x|^2 - 2 q.x`` (float32 product) is off
+  by at most ``2 gamma_dim(u32) |q| |x|`` plus float64 rounding, so each image's exact
+  distance lies in a known interval [d_lo, d_hi].
+* Exact extremes (eq. 3's normalisers): the nearest image lies among those with
+  ``d_lo <= min d_hi`` and the farthest among those with ``d_hi >= max d_lo``; those bands
+  are re-measured exactly, however many images they hold.
+* The band at the cut: with exact d_min and d_max the score is a non-increasing function of
+  the distance, so an image's exact score lies in [score(d_hi), score(d_lo)]; with T the m-th
+  largest lower end, every image of the exact top m has an upper end of at least T, and all
+  of those are re-scored, all images tied at the cut among them. Typically 15 to 16 pairs per
+  query for k = 15 on the benchmark's codes (the old fixed margin re-scored 39).
+* ``dense`` sees every image, so its bands are complete. ``blocked`` keeps running lists
+  ((m + 16) nearest, 4 farthest); the error bound at the list's last screened value shows
+  whether an image outside could still change d_min, d_max or the top m; ``index`` and
+  ``faiss`` do the same with the index's own distances (faiss computes them in float32 as
+  ``|q|^2 + |x|^2 - 2 q.x`` or from float32 differences, scikit-learn in float64; the bound
+  covers both) and the farthest-point identities above. A query whose lists are not provably
+  complete (more images within rounding of the cut or of an extreme than the lists hold, say
+  many copies of one image) is searched again with lists 8 times longer, up to the whole
+  training set.
 
 ``brute_force_neighbours`` is the plain one-query-at-a-time NumPy reference the tests
 compare against.
@@ -116,10 +130,10 @@ Log = Callable[[str], None]
 
 # How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
 _DENSE_CELLS = 4_000_000
-# Extra screened candidates re-scored exactly, so float32 rounding in the screen never
-# changes which neighbours are chosen.
+# The blocked and index back ends' list lengths on the first pass: the (m + 16) nearest and the
+# 4 farthest images by screened distance; a query whose lists cannot be proved complete is
+# searched again with lists 8 times longer (``_search_batch``).
 _SCREEN_MARGIN = 16
-# How many nearest / farthest screened points are re-measured exactly for d_min and d_max.
 _EXTREMES = 4
 # Unit roundoffs of float32 and float64 (the screens' error bound, ``_screen_error``).
 _U32 = 2.0 ** -24
