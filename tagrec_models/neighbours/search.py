@@ -540,46 +540,73 @@ class NeighbourIndex:
         coef, floor = self._screen_error(x)
         norms = np.sqrt(self.sq_norms)
         err_max = coef * norms.max() + floor
-        # Exact d_min and d_max: the bands within the two lists.
-        near_d2 = np.where(near_out, 0.0, near_d)
-        near_err = coef[:, None] * norms[near_i] + floor[:, None]
-        near_lo = np.where(near_out, np.inf, np.sqrt(np.maximum(near_d2 - near_err, 0.0)))
-        near_hi = np.where(near_out, np.inf, np.sqrt(near_d2 + near_err))
-        band = near_lo <= near_hi.min(axis=1)[:, None]
-        near_q = np.repeat(np.arange(b), near_i.shape[1]).reshape(near_i.shape)
-        far_d2 = np.where(far_out, 0.0, -far_d)
-        far_err = coef[:, None] * norms[far_i] + floor[:, None]
-        far_lo = np.where(far_out, -np.inf, np.sqrt(np.maximum(far_d2 - far_err, 0.0)))
-        far_hi = np.where(far_out, -np.inf, np.sqrt(far_d2 + far_err))
-        far_band = far_hi >= far_lo.max(axis=1)[:, None]
-        far_q = np.repeat(np.arange(b), far_i.shape[1]).reshape(far_i.shape)
-        d_min, d_max = self._exact_extremes_of(batch, near_q[band], near_i[band], far_q[far_band], far_i[far_band], tables)
+        near_q = np.repeat(np.arange(b), near_i.shape[1]).reshape(near_i.shape)[~near_out]
+        far_q = np.repeat(np.arange(b), far_i.shape[1]).reshape(far_i.shape)[~far_out]
+        near_x, near_d2 = near_i[~near_out], near_d[~near_out]
+        far_x, far_d2 = far_i[~far_out], -far_d[~far_out]
         with np.errstate(invalid="ignore"):
-            # Lower bound of the exact distance of every image outside the nearest list, upper
-            # bound of every image outside the farthest list.
-            outside_near = np.sqrt(np.maximum(near_d.max(axis=1, initial=0.0) - err_max, 0.0))
-            outside_far = np.sqrt(np.maximum(-far_d.max(axis=1, initial=-np.inf), 0.0) + err_max)
-        # Screened candidates: the nearest list and every group mate / own image, once each.
-        ok = ~near_out
-        pq = np.concatenate([near_q[ok], extra_q])
-        px = np.concatenate([near_i[ok], extra_x])
-        pd2 = np.concatenate([near_d[ok], extra_d2])
-        key, first = np.unique(pq * n + px, return_index=True)
-        pq, px, pd2 = pq[first], px[first], pd2[first]
-        keep = ~tables.excluded.has(pq, px)
-        pq, px, pd2 = pq[keep], px[keep], pd2[keep]
-        pair_err = coef[pq] * norms[px] + floor[pq]
-        grp = tables.inter.get(pq, px) if request.use_groups else 0.0
-        own = tables.own.get(pq, px) if request.bonus > 0 else 0.0
+            outside_near = np.where(
+                near_full, np.inf, np.sqrt(np.maximum(near_d.max(axis=1, initial=0.0) - err_max, 0.0))
+            )
+            outside_far = np.where(
+                far_full, -np.inf, np.sqrt(np.maximum(-far_d.max(axis=1, initial=-np.inf), 0.0) + err_max)
+            )
+        # Candidates for the top m: the nearest list and every group mate / own image.
+        cand_q = np.concatenate([near_q, extra_q])
+        cand_x = np.concatenate([near_x, extra_x])
+        cand_d2 = np.concatenate([near_d2, extra_d2])
+
+        def interval(q, t, d2):
+            err = coef[q] * norms[t] + floor[q]
+            return q, t, np.sqrt(np.maximum(d2 - err, 0.0)), np.sqrt(d2 + err)
+
+        return self._bands(
+            batch, m, request, tables, interval(near_q, near_x, near_d2), interval(far_q, far_x, far_d2),
+            interval(cand_q, cand_x, cand_d2), outside_near, outside_far,
+        )
+
+    def _bands(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", near, far, cand,
+               outside_near: np.ndarray, outside_far: np.ndarray):
+        """The bands of ``_dense_candidates`` within a screen's lists (blocked, index, faiss).
+
+        ``near``, ``far``, ``cand``: ``(query, row, d_lo, d_hi)`` flat arrays, each pair's exact
+        distance within [d_lo, d_hi]: the nearest list, the farthest list, and the candidates
+        for the top m (the nearest list and every group mate / own image). ``outside_near``:
+        per query, a lower bound of the exact distance of every image outside the nearest list
+        (inf when the list holds them all); ``outside_far``: an upper bound outside the farthest
+        list (-inf when it holds them all). Returns the pairs to re-score exactly, exact d_min
+        and d_max, and which queries' lists could not be proved complete."""
+        b = len(batch.x)
+        keep = [~tables.excluded.has(q, t) for q, t, _, _ in (near, far, cand)]
+        near, far, cand = ([v[k] for v in part] for part, k in zip((near, far, cand), keep))
+        nearest_hi = np.full(b, np.inf)
+        np.minimum.at(nearest_hi, near[0], near[3])
+        near_band = near[2] <= nearest_hi[near[0]]
+        farthest_lo = np.full(b, -np.inf)
+        np.maximum.at(farthest_lo, far[0], far[2])
+        far_band = far[3] >= farthest_lo[far[0]]
+        d_min, d_max = self._exact_extremes_of(
+            batch, near[0][near_band], near[1][near_band], far[0][far_band], far[1][far_band], tables
+        )
+        # Each candidate once (the first copy: callers list exact intervals first).
+        q, t, lo, hi = cand
+        _, first = np.unique(q * self.n_train + t, return_index=True)
+        q, t, lo, hi = q[first], t[first], lo[first], hi[first]
+        grp = own = 0.0
         if request.use_groups:
-            grp = jaccard_from_counts(grp, tables.query_group_sizes[pq], self.group_sizes[px])
-        low = _score(np.sqrt(pd2 + pair_err), d_min[pq], d_max[pq], grp, own, request)[0]
-        high = _score(np.sqrt(np.maximum(pd2 - pair_err, 0.0)), d_min[pq], d_max[pq], grp, own, request)[0]
-        cut = _mth_largest(pq, low, b, m)
-        outside = _score(np.where(near_full, d_max, outside_near), d_min, d_max, 0.0, 0.0, request)[0]
-        sure = (near_full | ((outside_near >= d_min) & (outside < cut))) & (far_full | (outside_far <= d_max))
-        band = high >= cut[pq]
-        return pq[band], px[band], d_min, d_max, ~sure
+            grp = jaccard_from_counts(tables.inter.get(q, t), tables.query_group_sizes[q], self.group_sizes[t])
+        if request.bonus > 0:
+            own = tables.own.get(q, t)
+        low = _score(hi, d_min[q], d_max[q], grp, own, request)[0]
+        high = _score(lo, d_min[q], d_max[q], grp, own, request)[0]
+        cut = _mth_largest(q, low, b, m)
+        # An image outside the nearest list shares no group and is not the user's own (those
+        # are all candidates): its exact score is at most the plain score at outside_near.
+        listed = np.isinf(outside_near)
+        plain = _score(np.where(listed, d_max, outside_near), d_min, d_max, 0.0, 0.0, request)[0]
+        sure = (listed | ((outside_near >= d_min) & (plain < cut))) & (outside_far <= d_max)
+        band = high >= cut[q]
+        return q[band], t[band], d_min, d_max, ~sure
 
     def _flat_index(self, rows: np.ndarray):
         """An exact nearest-neighbour index over ``rows``: faiss's ``IndexFlatL2`` for the faiss
@@ -624,18 +651,19 @@ class NeighbourIndex:
         return self._far
 
     def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", widen: int):
-        """Nearest and farthest from the exact index (scikit-learn or faiss), each list
-        re-measured exactly with every group mate and own image; the pairs whose exact score
-        reaches the m-th best are returned for the final ranking.
+        """Nearest and farthest from the exact index (scikit-learn or faiss), then the bands of
+        ``_bands`` with the index's own distances (group mates and own images, which the
+        index gives no distances for, are measured exactly).
 
         The lists hold the images nearest (farthest) by the index's own computed distances, so
         an image outside the nearest list has a computed squared distance of at least the
         list's last. Both indexes compute squared distances in at most float32 precision
         (faiss: ``|q|^2 + |x|^2 - 2 q.x`` in float32, or float32 differences; scikit-learn
         in float64), off by at most ``gamma_(dim+8)(u32) (|q| + max|x|)^2`` (Higham's bound,
-        as ``_screen_error``), so that image's exact distance is at least L; as for the blocked
-        back end, the list is complete when ``L >= d_min`` and ``score(L) < `` the m-th best
-        exact score. The farthest list answers |-q - x|^2 = 2|q|^2 + 2|x|^2 - |q - x|^2 (equal
+        as ``_screen_error``), which gives every listed image an interval for its exact
+        distance and every image outside the list a lower bound L; as for the blocked back
+        end, the list is complete when ``L >= d_min`` and ``score(L) <`` the cut's lower
+        end. The farthest list answers |-q - x|^2 = 2|q|^2 + 2|x|^2 - |q - x|^2 (equal
         norms) or, lifted, 2|q|^2 + C - |q - x|^2 (plus the float32 rounding of the lifting
         coordinate), which bounds from above the distance of every image outside it. A query
         whose lists cannot be shown complete is marked unsure and searched again with lists
@@ -657,43 +685,34 @@ class NeighbourIndex:
             near_d, near = self._knn(self._nearest_index(), x, n_near)
             far_d, far = self._knn(far_index, np.hstack([-x, np.zeros((b, 1), dtype=np.float32)]), n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
-        pq = np.concatenate([np.repeat(np.arange(b), n_near + n_far), extra_q])
-        px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
-        key = np.unique(pq * n + px)
-        pq, px = key // n, key % n
-        keep = ~tables.excluded.has(pq, px)
-        pq, px = pq[keep], px[keep]
-        dist = self._pair_distances(x, pq, px)
-        d_min = np.full(b, np.inf)
-        d_max = np.full(b, -np.inf)
-        np.minimum.at(d_min, pq, dist)
-        np.maximum.at(d_max, pq, dist)
-        # Only possible when the query's own image is the only training image.
-        d_min = np.where(np.isfinite(d_min), d_min, 0.0)
-        d_max = np.maximum(np.where(np.isfinite(d_max), d_max, 0.0), d_min)
-        grp = own = 0.0
-        if request.use_groups:
-            grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
-        if request.bonus > 0:
-            own = tables.own.get(pq, px)
-        y = _score(dist, d_min[pq], d_max[pq], grp, own, request)[0]
-        cut = _mth_largest(pq, y, b, m)
-        # The completeness proofs (docstring).
+        extra_d = self._pair_distances(x, extra_q, extra_x)  # the index gives none for them
+        # The index's squared distances, off by at most err (docstring), as intervals; the
+        # farthest list's through the identities of the negated or lifted query.
         x_sq = _row_sq(x)
         t_sq = float(self.sq_norms.max())
         err = _gamma(dim + 8, _U32) * (np.sqrt(x_sq) + np.sqrt(t_sq)) ** 2
-        outside_near = np.sqrt(np.maximum(near_d[:, -1] - err, 0.0))
         if not lift:
+            far_d2 = 2.0 * x_sq[:, None] + 2.0 * self.sq_norms[far] - far_d
             outside_far_sq = 2.0 * x_sq + 2.0 * t_sq - far_d[:, -1] + err
+            far_err = err
         else:
             c = 2.0 * t_sq  # the lifting constant of _farthest_index
-            err_lift = _gamma(dim + 9, _U32) * (np.sqrt(x_sq) + np.sqrt(c)) ** 2 + 4.0 * _U32 * c
-            outside_far_sq = 2.0 * x_sq + c - far_d[:, -1] + err_lift
-        outside_far = np.sqrt(np.maximum(outside_far_sq, 0.0))
-        plain = _score(outside_near, d_min, d_max, 0.0, 0.0, request)[0]
-        sure = ((n_near >= n) | ((outside_near >= d_min) & (plain < cut))) & ((n_far >= n) | (outside_far <= d_max))
-        band = y >= cut[pq]
-        return pq[band], px[band], d_min, d_max, ~sure
+            far_err = _gamma(dim + 9, _U32) * (np.sqrt(x_sq) + np.sqrt(c)) ** 2 + 4.0 * _U32 * c
+            far_d2 = 2.0 * x_sq[:, None] + c - far_d
+            outside_far_sq = 2.0 * x_sq + c - far_d[:, -1] + far_err
+        outside_near = np.where(n_near >= n, np.inf, np.sqrt(np.maximum(near_d[:, -1] - err, 0.0)))
+        outside_far = np.where(n_far >= n, -np.inf, np.sqrt(np.maximum(outside_far_sq, 0.0)))
+
+        def interval(rows, d2, e):
+            q = np.repeat(np.arange(b), rows.shape[1])
+            e = np.repeat(e, rows.shape[1])
+            d2 = d2.ravel()
+            return q, rows.ravel(), np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+
+        near_iv = interval(near, near_d, err)
+        cand = tuple(np.concatenate([a, c]) for a, c in zip((extra_q, extra_x, extra_d, extra_d), near_iv))
+        return self._bands(batch, m, request, tables, near_iv, interval(far, far_d2, far_err), cand,
+                           outside_near, outside_far)
 
     def _pair_distances(self, x: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.empty(len(q), dtype=np.float64)
