@@ -71,6 +71,14 @@ thousands of dimensions). So ``"auto"`` picks
 indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
 pay off; faiss as the optional ``faiss`` extra).
 
+The table predates the bands below (issue 13's tie fix). Measured side by side after it, in
+one process on the same generated codes (main's ``search.py`` at 0cb82ba loaded beside this
+one, calls interleaved, best of 3, k = 15, 2 shared cores, every answer equal to the old
+one on these codes), new over old time: dense 0.69-0.95, blocked 0.72-0.89 (the bands
+re-score about 16 pairs per query where the old fixed margin re-scored 39), index 0.96-1.11,
+faiss 0.86-1.05, over the vlad5k (2,000 queries), vlad20k (200) and cnn cases, with and
+without groups.
+
 Every back end is exact however many images tie (issue 13's tie fix). float32 cannot tell
 images apart whose distances differ by less than its rounding, and exact duplicates of one
 image get screened distances a rounding step apart (BLAS kernels treat columns differently),
