@@ -227,7 +227,7 @@ def test_farthest_point_trick_finds_the_farthest_image(backend, equal_norms):
     far_index, lift = index._farthest_index()
     assert lift is not equal_norms
     query = -queries if not lift else np.hstack([-queries, np.zeros((len(queries), 1), dtype=np.float32)])
-    farthest = index._knn(far_index, query, 1)[:, 0]
+    farthest = index._knn(far_index, query, 1)[1][:, 0]
     dist = np.sqrt(((queries[:, None, :].astype(np.float64) - train[None]) ** 2).sum(axis=2))
     np.testing.assert_array_equal(farthest, dist.argmax(axis=1))
 
@@ -303,3 +303,110 @@ def test_bad_inputs_are_named():
         NeighbourIndex(train).search(query, 2, lam=0.4, query_groups=query_groups)
     with pytest.raises(ValueError, match="backend"):
         NeighbourIndex(train, backend="annoy")
+
+
+def _duplicates_problem(equal_norms: bool, dim: int = 4096):
+    """20 distinct codes, 40 exact copies of each (shuffled), as the training set; the 20
+    codes themselves and 30 noisy ones as queries (4,096-d, VLAD's size: at 1,024-d faiss's
+    float32 distances of copies happened to come out equal). Each code's copies share one group (the
+    query of a code is in its group), and each copy has its own owner."""
+    rng = np.random.default_rng(17 + equal_norms)
+    base = rng.normal(size=(20, dim)).astype(np.float32)
+    base /= np.linalg.norm(base, axis=1, keepdims=True)
+    if not equal_norms:
+        base *= rng.uniform(0.5, 2.0, size=(20, 1)).astype(np.float32)
+    code = np.repeat(np.arange(20), 40)[rng.permutation(800)]
+    train = base[code]
+    query_code = np.concatenate([np.arange(20), rng.integers(0, 20, 30)])
+    queries = base[query_code].copy()
+    queries[20:] += (0.05 * rng.normal(size=(30, dim))).astype(np.float32)
+    groups = sparse.csr_matrix((np.ones(800), (np.arange(800), code)), shape=(800, 20))
+    query_groups = sparse.csr_matrix((np.ones(50), (np.arange(50), query_code)), shape=(50, 20))
+    n_users = 60
+    owners = rng.integers(0, n_users, 800)
+    image_users = sparse.csr_matrix((np.ones(800), (np.arange(800), owners)), shape=(800, n_users))
+    query_users = rng.integers(-1, n_users, 50)
+    return dict(train=train, queries=queries, groups=groups, query_groups=query_groups, owners=owners,
+                image_users=image_users, query_users=query_users)
+
+
+# (k, options): distinct owners searches 4k candidates, so k = 4 keeps the cut among the copies.
+DUPLICATE_SEARCHES = [
+    (12, dict(lam=0.4, use_groups=False)),
+    (12, dict(lam=0.4)),
+    (12, dict(lam=0.3, own_image_bonus=0.2)),
+    (4, dict(lam=0.4, use_groups=False, distinct_owners=True)),
+]
+
+
+@pytest.mark.parametrize(
+    "backend, block_cells",
+    [("dense", None), ("blocked", 10_000), ("blocked", None), ("index", None), FAISS_UNBLOCKED],
+)
+@pytest.mark.parametrize("equal_norms", [True, False])
+def test_many_exact_duplicates_at_the_cut_go_to_the_lower_rows(backend, block_cells, equal_norms):
+    """40 exact copies of each code, k = 12: the query's 40 copies (or its group's) tie at the
+    cut, far more than any fixed margin of extra candidates. The float32 screens give copies
+    distances a rounding step apart, and screens and indexes order equal values their own
+    way; the answer must still be the brute force's: the lowest rows among the tied copies."""
+    p = _duplicates_problem(equal_norms)
+    index = NeighbourIndex(
+        p["train"], groups=p["groups"], image_users=p["image_users"], owners=p["owners"], backend=backend,
+        **({} if block_cells is None else {"block_cells": block_cells}),
+    )
+    for k, options in DUPLICATE_SEARCHES:
+        ref_index, ref_score = brute_force_neighbours(
+            p["train"], p["queries"], k, train_groups=p["groups"], query_groups=p["query_groups"],
+            train_image_users=p["image_users"], query_users=p["query_users"], owners=p["owners"], **options,
+        )
+        found = index.search(
+            p["queries"], k, query_groups=p["query_groups"], query_users=p["query_users"], batch_size=25, **options
+        )
+        np.testing.assert_array_equal(found.index, ref_index, err_msg=str(options))
+        np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12, err_msg=str(options))
+    # The exact rule, spelled out on the 20 queries equal to a training code (visual only):
+    # the code's 40 copies are at distance 0, so the neighbours are its 12 lowest rows.
+    visual = index.search(p["queries"][:20], 12, use_groups=False)
+    for q in range(20):
+        copies = np.flatnonzero((p["train"] == p["queries"][q]).all(axis=1))
+        np.testing.assert_array_equal(visual.index[q], copies[:12])
+
+
+@pytest.mark.parametrize(
+    "backend, block_cells",
+    [("dense", None), ("blocked", 500), ("index", None), FAISS_UNBLOCKED],
+)
+@pytest.mark.parametrize("equal_norms", [True, False])
+def test_extremes_are_exact_among_many_near_ties(backend, block_cells, equal_norms):
+    """eq. 3's d_min and d_max when 30 images lie within float32 rounding of the nearest and
+    30 of the farthest (copies of one code, each nudged by one float32 step in a random
+    coordinate): their exact distances differ by far less than the screens' error, and more
+    of them than the few extremes a screen re-measures. d_min, d_max, hence every score, must
+    be the exact ones, and the neighbours the brute force's."""
+    rng = np.random.default_rng(23 + equal_norms)
+    dim = 512
+    rest = rng.normal(size=(300, dim)).astype(np.float32)
+    near = rng.normal(size=dim).astype(np.float32)
+    query = (near + 0.01 * rng.normal(size=dim)).astype(np.float32)
+    far = -3.0 * query  # farther than every other image, with or without normalising
+    copies = []
+    for code in (near, far):
+        block = np.repeat(code[None], 30, axis=0)
+        col = rng.integers(0, dim, 30)
+        step = np.where(rng.random(30) < 0.5, np.inf, -np.inf).astype(np.float32)
+        block[np.arange(30), col] = np.nextafter(block[np.arange(30), col], step)
+        copies.append(block)
+    train = np.vstack([rest, copies[0], copies[1]])
+    if equal_norms:
+        train /= np.linalg.norm(train, axis=1, keepdims=True)
+        query /= np.linalg.norm(query)
+    train = train[rng.permutation(len(train))]
+    queries = np.vstack([query, query + np.float32(1e-3)]).astype(np.float32)
+    dist = np.sqrt(((queries[:, None, :].astype(np.float64) - train[None]) ** 2).sum(axis=2))
+    index = NeighbourIndex(train, backend=backend, **({} if block_cells is None else {"block_cells": block_cells}))
+    found = index.search(queries, 10, use_groups=False)
+    np.testing.assert_allclose(found.d_min, dist.min(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(found.d_max, dist.max(axis=1), rtol=1e-14)
+    ref_index, ref_score = brute_force_neighbours(train, queries, 10, use_groups=False)
+    np.testing.assert_array_equal(found.index, ref_index)
+    np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12)

@@ -71,21 +71,43 @@ thousands of dimensions). So ``"auto"`` picks
 indexes stay available, and exact (scikit-learn trees for low-dimensional features, where they
 pay off; faiss as the optional ``faiss`` extra).
 
-faiss works in float32: it stores the codes in float32 and computes squared distances as
-``|q|^2 + |x|^2 - 2 q.x`` in float32 (BLAS for batches of queries), so two distances closer
-than its rounding (about 1e-7 of ``|q|^2 + |x|^2``) can come back in either order, and among
-equal distances its order is its own (so is scikit-learn's). Neither index decides anything:
-each proposes the (m + query's own images + margin) nearest and (4 + own) farthest rows, whose
-distances are then recomputed from float64 differences, scored and sorted with ties to the
-lower training row (``_exact_top``), exactly as for the other back ends. The answer is exact
-unless more than the margin (16) of images lie within float32 rounding of the m-th nearest
-distance (or more than 4 within rounding of the farthest), the same condition the dense and
-blocked screens rest on.
+The table predates the bands below (issue 13's tie fix). Measured side by side after it, in
+one process on the same generated codes (main's ``search.py`` at 0cb82ba loaded beside this
+one, calls interleaved, best of 3, k = 15, 2 shared cores, every answer equal to the old
+one on these codes), new over old time: dense 0.69-0.95, blocked 0.72-0.89 (the bands
+re-score about 16 pairs per query where the old fixed margin re-scored 39), index 0.96-1.11,
+faiss 0.86-1.05, over the vlad5k (2,000 queries), vlad20k (200) and cnn cases, with and
+without groups.
 
-The dense and blocked back ends rank candidates by screened (float32 product) scores, keep
-the top (m + margin) of each query and recompute their distances, similarities and scores
-exactly (float64 differences) with the code the index back end uses too; the margin of
-extra candidates keeps float32 rounding in the screen from changing the result.
+Every back end is exact however many images tie (issue 13's tie fix). float32 cannot tell
+images apart whose distances differ by less than its rounding, and exact duplicates of one
+image get screened distances a rounding step apart (BLAS kernels treat columns differently),
+while screens and indexes order equal values their own way. So no back end decides
+anything from float32 values: each proves which images *may* belong to the answer and
+re-scores those exactly (float64 differences), ranking them with ties to the lower training
+row (``_exact_top``), with the one score evaluation ``_score`` the reference's formulas use.
+
+* The screens' error bound (``_screen_error``, Higham's ``gamma_n`` for an n-term dot
+  product): a screened squared distance ``|q|^2 + |x|^2 - 2 q.x`` (float32 product) is off
+  by at most ``2 gamma_dim(u32) |q| |x|`` plus float64 rounding, so each image's exact
+  distance lies in a known interval [d_lo, d_hi].
+* Exact extremes (eq. 3's normalisers): the nearest image lies among those with
+  ``d_lo <= min d_hi`` and the farthest among those with ``d_hi >= max d_lo``; those bands
+  are re-measured exactly, however many images they hold.
+* The band at the cut: with exact d_min and d_max the score is a non-increasing function of
+  the distance, so an image's exact score lies in [score(d_hi), score(d_lo)]; with T the m-th
+  largest lower end, every image of the exact top m has an upper end of at least T, and all
+  of those are re-scored, all images tied at the cut among them. Typically 15 to 16 pairs per
+  query for k = 15 on the benchmark's codes (the old fixed margin re-scored 39).
+* ``dense`` sees every image, so its bands are complete. ``blocked`` keeps running lists
+  ((m + 16) nearest, 4 farthest); the error bound at the list's last screened value shows
+  whether an image outside could still change d_min, d_max or the top m; ``index`` and
+  ``faiss`` do the same with the index's own distances (faiss computes them in float32 as
+  ``|q|^2 + |x|^2 - 2 q.x`` or from float32 differences, scikit-learn in float64; the bound
+  covers both) and the farthest-point identities above. A query whose lists are not provably
+  complete (more images within rounding of the cut or of an extreme than the lists hold, say
+  many copies of one image) is searched again with lists 8 times longer, up to the whole
+  training set.
 
 ``brute_force_neighbours`` is the plain one-query-at-a-time NumPy reference the tests
 compare against.
@@ -116,11 +138,14 @@ Log = Callable[[str], None]
 
 # How many (query x training) float64 cells one dense batch may hold (about 32 MB each).
 _DENSE_CELLS = 4_000_000
-# Extra screened candidates re-scored exactly, so float32 rounding in the screen never
-# changes which neighbours are chosen.
+# The blocked and index back ends' list lengths on the first pass: the (m + 16) nearest and the
+# 4 farthest images by screened distance; a query whose lists cannot be proved complete is
+# searched again with lists 8 times longer (``_search_batch``).
 _SCREEN_MARGIN = 16
-# How many nearest / farthest screened points are re-measured exactly for d_min and d_max.
 _EXTREMES = 4
+# Unit roundoffs of float32 and float64 (the screens' error bound, ``_screen_error``).
+_U32 = 2.0 ** -24
+_U64 = 2.0 ** -53
 
 
 @dataclass(frozen=True)
@@ -341,27 +366,32 @@ class NeighbourIndex:
         n_avail = self.n_train
         m = min(k * 4 if distinct else k, n_avail)
         rows = np.arange(b)
+        widen = 1
         result: Neighbours | None = None
         while True:
             sub = batch.take(rows)
             tables = _Tables.build(self, sub, request)
             if self.backend == "dense":
-                pairs_q, pairs_x, d_min, d_max = self._dense_candidates(sub, m, request, tables)
+                pairs_q, pairs_x, d_min, d_max, unsure = self._dense_candidates(sub, m, request, tables)
             elif self.backend == "blocked":
-                pairs_q, pairs_x, d_min, d_max = self._blocked_candidates(sub, m, request, tables)
+                pairs_q, pairs_x, d_min, d_max, unsure = self._blocked_candidates(sub, m, request, tables, widen)
             else:
-                pairs_q, pairs_x, d_min, d_max = self._index_candidates(sub, m, request, tables)
+                pairs_q, pairs_x, d_min, d_max, unsure = self._index_candidates(sub, m, request, tables, widen)
             top = self._exact_top(sub, pairs_q, pairs_x, d_min, d_max, m, request, tables)
             top = _first_per_owner(top, self.owners, k) if distinct else _cut(top, k)
             result = top if result is None else _replace_rows(result, rows, top)
-            if not distinct or m >= n_avail:
+            # Again, for the rows whose screen could not prove its candidate lists complete
+            # (with longer lists), and for rows short of k distinct owners (with a larger m).
+            short = np.zeros(len(rows), dtype=bool)
+            if distinct and m < n_avail:
+                short = (top.index >= 0).sum(axis=1) < k
+            if not (unsure.any() or short.any()):
                 return result
-            # A row is final when it found k distinct owners (or ran out of candidates).
-            short = np.flatnonzero((top.index >= 0).sum(axis=1) < k)
-            if short.size == 0:
-                return result
-            rows = rows[short]
-            m = min(2 * m, n_avail)
+            if unsure.any():
+                widen *= 8
+            if short.any():
+                m = min(2 * m, n_avail)
+            rows = rows[unsure | short]
 
     def _excluded(self, images: np.ndarray | None) -> sparse.csr_matrix | None:
         """[b, n_train] marks of training rows showing the query's own image."""
@@ -373,46 +403,118 @@ class NeighbourIndex:
         q = np.flatnonzero(hit)
         return sparse.csr_matrix((np.ones(len(q)), (q, order[pos[hit]])), shape=(len(images), self.n_train))
 
+    # -- the float32 screens and their error bound -------------------------------------------
+    def _screen_error(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(coef, floor)`` per query: for every training row t, the screened squared
+        distance ``|x|^2 + |t|^2 - 2 x.t`` (float32 product, float64 norms and sums) and the
+        exact one (float64 differences, ``euclidean``) differ by at most
+        ``e = coef[q] * |t| + floor[q]``.
+
+        Higham (Accuracy and Stability of Numerical Algorithms, 2nd ed., eq. 3.5): an n-term
+        dot product computed in precision u, in any order (blocked or FMA kernels included), is
+        off by at most ``gamma_n * sum |x_i t_i| <= gamma_n |x| |t|`` (Cauchy-Schwarz), with
+        ``gamma_n = n u / (1 - n u)``: the float32 product's 2 x.t is off by at most
+        ``2 gamma_dim(u32) |x| |t|`` (``coef``). Everything else is float64: the norms (float32
+        squares are exact in float64, the sums are off by ``gamma_dim(u64)`` of the norms), the
+        two additions, and the exact distance itself (differences, squares, sum: relative
+        ``gamma_(dim+3)(u64)``), each bounded by a multiple of ``u64 (|x| + |t|)^2``;
+        ``floor`` takes ``gamma_(2 dim + 16)(u64) (|x| + max|t|)^2``, a few spare rounding
+        steps included for evaluating the bound itself.
+        """
+        dim = self.features.shape[1]
+        x_norm = np.sqrt(_row_sq(x))
+        t_max = float(np.sqrt(self.sq_norms.max()))
+        return 2.0 * _gamma(dim, _U32) * x_norm, _gamma(2 * dim + 16, _U64) * (x_norm + t_max) ** 2
+
+    def _exact_extremes_of(self, batch: "_Batch", near_q, near_x, far_q, far_x, tables: "_Tables") -> tuple[np.ndarray, np.ndarray]:
+        """Exact (float64 difference) d_min and d_max of each query over the given (query, row)
+        pairs, the query's own image left out."""
+        b = len(batch.x)
+        d_min = np.full(b, np.inf)
+        d_max = np.full(b, -np.inf)
+        for q, t, into, pick in ((near_q, near_x, d_min, np.minimum), (far_q, far_x, d_max, np.maximum)):
+            keep = ~tables.excluded.has(q, t)
+            q, t = q[keep], t[keep]
+            pick.at(into, q, self._pair_distances(batch.x, q, t))
+        # Only possible when the query's own image is the only training image.
+        d_min = np.where(np.isfinite(d_min), d_min, 0.0)
+        d_max = np.where(np.isfinite(d_max), d_max, 0.0)
+        return d_min, np.maximum(d_max, d_min)
+
     def _dense_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
-        """Screen every training image with one float32 product; keep the top (m + margin)
-        by the screened score and the few nearest/farthest, for exact re-scoring."""
+        """Screen every training image with one float32 product, then keep every image whose
+        exact score may reach the m-th best (the band below); the caller re-scores them exactly.
+
+        The band: the screen's error bound (``_screen_error``) gives each (query, image) an
+        interval [d_lo, d_hi] holding its exact distance. d_min and d_max are first made exact:
+        the nearest image's exact distance is at most every image's d_hi, so it is among the
+        images with ``d_lo <= min d_hi``, re-measured exactly (likewise the farthest, among
+        ``d_hi >= max d_lo``). With exact d_min and d_max the score (eqs. 3-5) is a
+        non-increasing function of the distance, evaluated with the same float64 operations
+        here as in the exact re-scoring, so the exact score lies in [score(d_hi), score(d_lo)].
+        m images have exact scores of at least the m-th largest lower end T; an image of the
+        exact top m (the lower training row winning ties) scores at least T, so its upper end
+        is at least T: every image with ``score(d_lo) >= T`` is re-scored, and that holds all
+        images tied at the cut, however many."""
         x = batch.x
+        b, n = len(x), self.n_train
         d2 = np.maximum(_row_sq(x)[:, None] + self.sq_norms[None, :] - 2.0 * (x @ self.features.T), 0.0)
-        exc_rows, exc_cols = tables.excluded.pairs()
-        d2_near = d2.copy()
-        d2_near[exc_rows, exc_cols] = np.inf
-        d2_far = d2.copy()
-        d2_far[exc_rows, exc_cols] = -np.inf
-        n_ext = min(_EXTREMES, self.n_train)
-        near = np.argpartition(d2_near, n_ext - 1, axis=1)[:, :n_ext]
-        far = np.argpartition(-d2_far, n_ext - 1, axis=1)[:, :n_ext]
-        dist = np.sqrt(d2)
-        d_min_s = np.take_along_axis(dist, near, axis=1).min(axis=1)
-        d_max_s = np.take_along_axis(dist, far, axis=1).max(axis=1)
-        y = min_max_similarity(dist, d_min_s[:, None], d_max_s[:, None])
+        coef, floor = self._screen_error(x)
+        err = np.multiply.outer(coef, np.sqrt(self.sq_norms))
+        err += floor[:, None]
+        d_lo = np.sqrt(np.maximum(d2 - err, 0.0))
+        d_hi = d2
+        d_hi += err
+        np.sqrt(d_hi, out=d_hi)
+        del err, d2
+        exc_q, exc_x = tables.excluded.pairs()
+        # The query's own image is neither nearest nor farthest (set aside, then put back).
+        saved = d_hi[exc_q, exc_x]
+        d_hi[exc_q, exc_x] = np.inf
+        near_q, near_x = np.nonzero(d_lo <= d_hi.min(axis=1)[:, None])
+        d_hi[exc_q, exc_x] = saved
+        saved = d_lo[exc_q, exc_x]
+        d_lo[exc_q, exc_x] = -np.inf
+        far_q, far_x = np.nonzero(d_hi >= d_lo.max(axis=1)[:, None])
+        d_lo[exc_q, exc_x] = saved
+        d_min, d_max = self._exact_extremes_of(batch, near_q, near_x, far_q, far_x, tables)
+        grp = own = 0.0
         if request.use_groups:
-            jac = jaccard_from_counts(
+            grp = jaccard_from_counts(
                 tables.inter.matrix.toarray(), tables.query_group_sizes[:, None], self.group_sizes[None, :]
             )
-            y = correlation(y, jac, request.lam)
         if request.bonus > 0:
-            y = y + request.bonus * tables.own.matrix.toarray()
-        y[exc_rows, exc_cols] = -np.inf
-        n_keep = min(m + _SCREEN_MARGIN, self.n_train)
-        screened = np.argpartition(-y, n_keep - 1, axis=1)[:, :n_keep]
-        cand = np.concatenate([screened, near, far], axis=1)
-        d_min, d_max = self._exact_extremes(batch, near, far, tables)
-        return np.repeat(np.arange(len(x)), cand.shape[1]), cand.ravel(), d_min, d_max
+            own = tables.own.matrix.toarray()
+        low = _score(d_hi, d_min[:, None], d_max[:, None], grp, own, request)[0]
+        high = _score(d_lo, d_min[:, None], d_max[:, None], grp, own, request)[0]
+        del d_lo, d_hi, grp, own
+        low[exc_q, exc_x] = -np.inf
+        high[exc_q, exc_x] = -np.inf
+        n_top = min(m, n)
+        cut = np.partition(low, n - n_top, axis=1)[:, n - n_top]
+        pairs_q, pairs_x = np.nonzero(high >= cut[:, None])
+        return pairs_q, pairs_x, d_min, d_max, np.zeros(b, dtype=bool)
 
-    def _blocked_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
+    def _blocked_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", widen: int):
         """Stream the training set through float32 BLAS in blocks, keeping each query's
-        running nearest and farthest images and reading off the screened distances of its
-        group mates and own images on the way; keep the top (m + margin) by screened score."""
+        running (m + 16 widen) nearest and (4 widen) farthest images by screened distance and
+        reading off the screened distances of its group mates and own images on the way; then
+        the dense back end's bands (``_dense_candidates``) within those lists.
+
+        The lists may be too short (many images within the screen's error of the cut): an
+        image outside the nearest list has a screened squared distance of at least the list's
+        largest, so its exact distance is at least L (that minus the error bound for the
+        largest norm), and, sharing no group and not the user's own (those are all kept), its
+        exact score is at most score(L) with no group evidence; it cannot change d_min when
+        ``L >= d_min``, nor enter the top m when ``score(L) < T``. The farthest list likewise
+        bounds d_max. A query whose lists cannot be shown complete is marked unsure and
+        searched again with lists 8 times longer (``widen``), up to the whole training set."""
         x = batch.x
         b = len(x)
-        n_near = min(self.n_train, m + _SCREEN_MARGIN)
-        n_ext = min(self.n_train, _EXTREMES)
-        extra_q, extra_x = _union_pairs(self.n_train, tables.inter.pairs(), tables.own.pairs())
+        n = self.n_train
+        n_near = min(n, m + _SCREEN_MARGIN * widen)
+        n_far = min(n, _EXTREMES * widen)
+        extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
         by_col = np.argsort(extra_x, kind="stable")
         extra_q, extra_x = extra_q[by_col], extra_x[by_col]
         extra_d2 = np.empty(len(extra_x))
@@ -423,8 +525,8 @@ class NeighbourIndex:
         near_i = np.empty((b, 0), dtype=np.int64)
         far_d = np.empty((b, 0))
         far_i = np.empty((b, 0), dtype=np.int64)
-        for start in range(0, self.n_train, step):
-            stop = min(start + step, self.n_train)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
             d2 = np.maximum(x_sq + self.sq_norms[None, start:stop] - 2.0 * (x @ self.features[start:stop].T), 0.0)
             lo, hi = np.searchsorted(extra_x, [start, stop])
             extra_d2[lo:hi] = d2[extra_q[lo:hi], extra_x[lo:hi] - start]
@@ -436,22 +538,83 @@ class NeighbourIndex:
                 far_block[exc_q[in_block], exc_x[in_block] - start] = np.inf
             rows = np.broadcast_to(np.arange(start, stop), d2.shape)
             near_d, near_i = _keep_smallest(np.hstack([near_d, near_block]), np.hstack([near_i, rows]), n_near)
-            far_d, far_i = _keep_smallest(np.hstack([far_d, far_block]), np.hstack([far_i, rows]), n_ext)
-        # Screened scores of every candidate, then the top (m + margin) per query.
-        pq = np.concatenate([np.repeat(np.arange(b), near_i.shape[1]), extra_q])
-        px = np.concatenate([near_i.ravel(), extra_x])
-        pd2 = np.concatenate([near_d.ravel(), extra_d2])
-        keep = np.isfinite(pd2) & ~tables.excluded.has(pq, px)
-        pq, px, pd2 = pq[keep], px[keep], pd2[keep]
-        # (inf only where every training image is the query's own: no candidate is left then)
-        d_min_s = np.sqrt(near_d.min(axis=1, initial=np.inf))
-        d_min_s = np.where(np.isfinite(d_min_s), d_min_s, 0.0)
-        d_max_s = np.sqrt(np.maximum(-far_d.min(axis=1, initial=np.inf), 0.0))
-        y = self._pair_scores(np.sqrt(pd2), pq, px, d_min_s, np.maximum(d_max_s, d_min_s), request, tables)
-        pq, px = _top_pairs(pq, px, y, b, m + _SCREEN_MARGIN)
-        near_few = np.take_along_axis(near_i, np.argsort(near_d, axis=1)[:, :n_ext], axis=1)
-        d_min, d_max = self._exact_extremes(batch, near_few, far_i, tables)
-        return np.concatenate([pq, np.repeat(np.arange(b), far_i.shape[1])]), np.concatenate([px, far_i.ravel()]), d_min, d_max
+            far_d, far_i = _keep_smallest(np.hstack([far_d, far_block]), np.hstack([far_i, rows]), n_far)
+        # A list holds every eligible image when it has room for all of them (then it also
+        # holds an excluded one, +inf, the last to be kept).
+        near_out = ~np.isfinite(near_d)
+        far_out = ~np.isfinite(far_d)
+        near_full = (n_near >= n) | near_out.any(axis=1)
+        far_full = (n_far >= n) | far_out.any(axis=1)
+        coef, floor = self._screen_error(x)
+        norms = np.sqrt(self.sq_norms)
+        err_max = coef * norms.max() + floor
+        near_q = np.repeat(np.arange(b), near_i.shape[1]).reshape(near_i.shape)[~near_out]
+        far_q = np.repeat(np.arange(b), far_i.shape[1]).reshape(far_i.shape)[~far_out]
+        near_x, near_d2 = near_i[~near_out], near_d[~near_out]
+        far_x, far_d2 = far_i[~far_out], -far_d[~far_out]
+        with np.errstate(invalid="ignore"):
+            outside_near = np.where(
+                near_full, np.inf, np.sqrt(np.maximum(near_d.max(axis=1, initial=0.0) - err_max, 0.0))
+            )
+            outside_far = np.where(
+                far_full, -np.inf, np.sqrt(np.maximum(-far_d.max(axis=1, initial=-np.inf), 0.0) + err_max)
+            )
+        # Candidates for the top m: the nearest list and every group mate / own image.
+        cand_q = np.concatenate([near_q, extra_q])
+        cand_x = np.concatenate([near_x, extra_x])
+        cand_d2 = np.concatenate([near_d2, extra_d2])
+
+        def interval(q, t, d2):
+            err = coef[q] * norms[t] + floor[q]
+            return q, t, np.sqrt(np.maximum(d2 - err, 0.0)), np.sqrt(d2 + err)
+
+        return self._bands(
+            batch, m, request, tables, interval(near_q, near_x, near_d2), interval(far_q, far_x, far_d2),
+            interval(cand_q, cand_x, cand_d2), outside_near, outside_far,
+        )
+
+    def _bands(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", near, far, cand,
+               outside_near: np.ndarray, outside_far: np.ndarray):
+        """The bands of ``_dense_candidates`` within a screen's lists (blocked, index, faiss).
+
+        ``near``, ``far``, ``cand``: ``(query, row, d_lo, d_hi)`` flat arrays, each pair's exact
+        distance within [d_lo, d_hi]: the nearest list, the farthest list, and the candidates
+        for the top m (the nearest list and every group mate / own image). ``outside_near``:
+        per query, a lower bound of the exact distance of every image outside the nearest list
+        (inf when the list holds them all); ``outside_far``: an upper bound outside the farthest
+        list (-inf when it holds them all). Returns the pairs to re-score exactly, exact d_min
+        and d_max, and which queries' lists could not be proved complete."""
+        b = len(batch.x)
+        keep = [~tables.excluded.has(q, t) for q, t, _, _ in (near, far, cand)]
+        near, far, cand = ([v[k] for v in part] for part, k in zip((near, far, cand), keep))
+        nearest_hi = np.full(b, np.inf)
+        np.minimum.at(nearest_hi, near[0], near[3])
+        near_band = near[2] <= nearest_hi[near[0]]
+        farthest_lo = np.full(b, -np.inf)
+        np.maximum.at(farthest_lo, far[0], far[2])
+        far_band = far[3] >= farthest_lo[far[0]]
+        d_min, d_max = self._exact_extremes_of(
+            batch, near[0][near_band], near[1][near_band], far[0][far_band], far[1][far_band], tables
+        )
+        # Each candidate once (the first copy: callers list exact intervals first).
+        q, t, lo, hi = cand
+        _, first = np.unique(q * self.n_train + t, return_index=True)
+        q, t, lo, hi = q[first], t[first], lo[first], hi[first]
+        grp = own = 0.0
+        if request.use_groups:
+            grp = jaccard_from_counts(tables.inter.get(q, t), tables.query_group_sizes[q], self.group_sizes[t])
+        if request.bonus > 0:
+            own = tables.own.get(q, t)
+        low = _score(hi, d_min[q], d_max[q], grp, own, request)[0]
+        high = _score(lo, d_min[q], d_max[q], grp, own, request)[0]
+        cut = _mth_largest(q, low, b, m)
+        # An image outside the nearest list shares no group and is not the user's own (those
+        # are all candidates): its exact score is at most the plain score at outside_near.
+        listed = np.isinf(outside_near)
+        plain = _score(np.where(listed, d_max, outside_near), d_min, d_max, 0.0, 0.0, request)[0]
+        sure = (listed | ((outside_near >= d_min) & (plain < cut))) & (outside_far <= d_max)
+        band = high >= cut[q]
+        return q[band], t[band], d_min, d_max, ~sure
 
     def _flat_index(self, rows: np.ndarray):
         """An exact nearest-neighbour index over ``rows``: faiss's ``IndexFlatL2`` for the faiss
@@ -466,12 +629,15 @@ class NeighbourIndex:
 
         return NearestNeighbors(algorithm=self.index_algorithm).fit(rows)
 
-    def _knn(self, flat, queries: np.ndarray, k: int) -> np.ndarray:
-        """Rows of the k nearest training images of each query (order among near-equal
-        distances is the index's own; the exact re-scoring fixes the order)."""
+    def _knn(self, flat, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(squared distances, rows)`` of the k nearest training images of each query, nearest
+        first, as the index computed them (its order among near-equal distances is its own;
+        the exact re-scoring fixes the order)."""
         if self.backend == "faiss":
-            return flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)[1].astype(np.int64)
-        return flat.kneighbors(queries, n_neighbors=k, return_distance=False)
+            dist, rows = flat.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+            return dist.astype(np.float64), rows.astype(np.int64)
+        dist, rows = flat.kneighbors(queries, n_neighbors=k, return_distance=True)
+        return np.square(dist, dtype=np.float64), rows
 
     def _nearest_index(self):
         if self._nn is None:
@@ -492,42 +658,69 @@ class NeighbourIndex:
                 self._far = (self._flat_index(lifted), True)
         return self._far
 
-    def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables"):
-        """Nearest and farthest from the exact index (scikit-learn or faiss); every group mate
-        and own image is then scored exactly (the index gives no screened distances for them)."""
+    def _index_candidates(self, batch: "_Batch", m: int, request: "_Request", tables: "_Tables", widen: int):
+        """Nearest and farthest from the exact index (scikit-learn or faiss), then the bands of
+        ``_bands`` with the index's own distances (group mates and own images, which the
+        index gives no distances for, are measured exactly).
+
+        The lists hold the images nearest (farthest) by the index's own computed distances, so
+        an image outside the nearest list has a computed squared distance of at least the
+        list's last. Both indexes compute squared distances in at most float32 precision
+        (faiss: ``|q|^2 + |x|^2 - 2 q.x`` in float32, or float32 differences; scikit-learn
+        in float64), off by at most ``gamma_(dim+8)(u32) (|q| + max|x|)^2`` (Higham's bound,
+        as ``_screen_error``), which gives every listed image an interval for its exact
+        distance and every image outside the list a lower bound L; as for the blocked back
+        end, the list is complete when ``L >= d_min`` and ``score(L) <`` the cut's lower
+        end. The farthest list answers |-q - x|^2 = 2|q|^2 + 2|x|^2 - |q - x|^2 (equal
+        norms) or, lifted, 2|q|^2 + C - |q - x|^2 (plus the float32 rounding of the lifting
+        coordinate), which bounds from above the distance of every image outside it. A query
+        whose lists cannot be shown complete is marked unsure and searched again with lists
+        8 times longer (``widen``)."""
         x = batch.x
+        b = len(x)
         n = self.n_train
+        dim = self.features.shape[1]
         n_exc = int(np.diff(tables.excluded.matrix.indptr).max(initial=0))
-        n_near = min(n, m + n_exc + _SCREEN_MARGIN)
-        n_far = min(n, _EXTREMES + n_exc)
+        n_near = min(n, m + n_exc + _SCREEN_MARGIN * widen)
+        n_far = min(n, _EXTREMES * widen + n_exc)
         far_index, lift = self._farthest_index()
         if not lift:
             # Equal norms: q and -q go to the same index in one call (one pass over the codes).
-            both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
-            near, far = both[: len(x), :n_near], both[len(x) :, :n_far]
+            both_d, both = self._knn(far_index, np.vstack([x, -x]), max(n_near, n_far))
+            near_d, near = both_d[:b, :n_near], both[:b, :n_near]
+            far_d, far = both_d[b:, :n_far], both[b:, :n_far]
         else:
-            near = self._knn(self._nearest_index(), x, n_near)
-            far = self._knn(far_index, np.hstack([-x, np.zeros((len(x), 1), dtype=np.float32)]), n_far)
+            near_d, near = self._knn(self._nearest_index(), x, n_near)
+            far_d, far = self._knn(far_index, np.hstack([-x, np.zeros((b, 1), dtype=np.float32)]), n_far)
         extra_q, extra_x = _union_pairs(n, tables.inter.pairs(), tables.own.pairs())
-        pq = np.concatenate([np.repeat(np.arange(len(x)), n_near + n_far), extra_q])
-        px = np.concatenate([np.hstack([near, far]).ravel(), extra_x])
-        d_min, d_max = self._exact_extremes(batch, near[:, : _EXTREMES + n_exc], far, tables)
-        return pq, px, d_min, d_max
+        extra_d = self._pair_distances(x, extra_q, extra_x)  # the index gives none for them
+        # The index's squared distances, off by at most err (docstring), as intervals; the
+        # farthest list's through the identities of the negated or lifted query.
+        x_sq = _row_sq(x)
+        t_sq = float(self.sq_norms.max())
+        err = _gamma(dim + 8, _U32) * (np.sqrt(x_sq) + np.sqrt(t_sq)) ** 2
+        if not lift:
+            far_d2 = 2.0 * x_sq[:, None] + 2.0 * self.sq_norms[far] - far_d
+            outside_far_sq = 2.0 * x_sq + 2.0 * t_sq - far_d[:, -1] + err
+            far_err = err
+        else:
+            c = 2.0 * t_sq  # the lifting constant of _farthest_index
+            far_err = _gamma(dim + 9, _U32) * (np.sqrt(x_sq) + np.sqrt(c)) ** 2 + 4.0 * _U32 * c
+            far_d2 = 2.0 * x_sq[:, None] + c - far_d
+            outside_far_sq = 2.0 * x_sq + c - far_d[:, -1] + far_err
+        outside_near = np.where(n_near >= n, np.inf, np.sqrt(np.maximum(near_d[:, -1] - err, 0.0)))
+        outside_far = np.where(n_far >= n, -np.inf, np.sqrt(np.maximum(outside_far_sq, 0.0)))
 
-    def _exact_extremes(self, batch, near: np.ndarray, far: np.ndarray, tables: "_Tables") -> tuple[np.ndarray, np.ndarray]:
-        """Exact (float64 difference) d_min and d_max over a few screened candidates each."""
-        b = len(batch.x)
-        q_near = np.repeat(np.arange(b), near.shape[1])
-        q_far = np.repeat(np.arange(b), far.shape[1])
-        dn = self._pair_distances(batch.x, q_near, near.ravel()).reshape(near.shape)
-        df = self._pair_distances(batch.x, q_far, far.ravel()).reshape(far.shape)
-        dn = np.where(tables.excluded.has(q_near, near.ravel()).reshape(near.shape), np.inf, dn)
-        df = np.where(tables.excluded.has(q_far, far.ravel()).reshape(far.shape), -np.inf, df)
-        d_min, d_max = dn.min(axis=1), df.max(axis=1)
-        # Only possible when the query's own image is the only training image.
-        d_min = np.where(np.isfinite(d_min), d_min, 0.0)
-        d_max = np.where(np.isfinite(d_max), d_max, 0.0)
-        return d_min, np.maximum(d_max, d_min)
+        def interval(rows, d2, e):
+            q = np.repeat(np.arange(b), rows.shape[1])
+            e = np.repeat(e, rows.shape[1])
+            d2 = d2.ravel()
+            return q, rows.ravel(), np.sqrt(np.maximum(d2 - e, 0.0)), np.sqrt(np.maximum(d2 + e, 0.0))
+
+        near_iv = interval(near, near_d, err)
+        cand = tuple(np.concatenate([a, c]) for a, c in zip((extra_q, extra_x, extra_d, extra_d), near_iv))
+        return self._bands(batch, m, request, tables, near_iv, interval(far, far_d2, far_err), cand,
+                           outside_near, outside_far)
 
     def _pair_distances(self, x: np.ndarray, q: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = np.empty(len(q), dtype=np.float64)
@@ -544,17 +737,6 @@ class NeighbourIndex:
         own.eliminate_zeros()
         return own
 
-    def _pair_scores(self, dist, pq, px, d_min, d_max, request: "_Request", tables: "_Tables") -> np.ndarray:
-        """Eqs. 3-5 (plus the own-image bonus) for (query, training row) pairs."""
-        vis = min_max_similarity(dist, d_min[pq], d_max[pq])
-        y = vis
-        if request.use_groups:
-            grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
-            y = correlation(vis, grp, request.lam)
-        if request.bonus > 0:
-            y = y + request.bonus * tables.own.get(pq, px)
-        return y
-
     def _exact_top(self, batch, pairs_q, pairs_x, d_min, d_max, m, request, tables: "_Tables") -> Neighbours:
         """Exact scores of the candidate pairs; the top m per query, best first, ties to the
         lower training row."""
@@ -565,15 +747,11 @@ class NeighbourIndex:
         keep = ~tables.excluded.has(pq, px)
         pq, px = pq[keep], px[keep]
         dist = self._pair_distances(batch.x, pq, px)
-        vis = min_max_similarity(dist, d_min[pq], d_max[pq])
+        grp = np.zeros(len(pq))
         if request.use_groups:
             grp = jaccard_from_counts(tables.inter.get(pq, px), tables.query_group_sizes[pq], self.group_sizes[px])
-            y = correlation(vis, grp, request.lam)
-        else:
-            grp = np.zeros_like(vis)
-            y = vis
-        if request.bonus > 0:
-            y = y + request.bonus * tables.own.get(pq, px)
+        own = tables.own.get(pq, px) if request.bonus > 0 else 0.0
+        y, vis = _score(dist, d_min[pq], d_max[pq], grp, own, request)
         order = np.lexsort((px, -y, pq))
         pq, px, y, vis, grp, dist = pq[order], px[order], y[order], vis[order], grp[order], dist[order]
         counts = np.bincount(pq, minlength=b)
@@ -649,22 +827,43 @@ def _row_sq(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x)
 
 
+
+def _gamma(n: int, u: float) -> float:
+    """Higham's ``gamma_n = n u / (1 - n u)``: n rounding steps of unit roundoff u at most
+    multiply a value by ``1 +- gamma_n`` (Accuracy and Stability of Numerical Algorithms,
+    2nd ed., lemma 3.1)."""
+    if n * u >= 0.5:
+        raise ValueError(f"neighbour search: {n} terms are too many for a float32 error bound")
+    return n * u / (1.0 - n * u)
+
+
+def _score(dist, d_min, d_max, grp, own, request: "_Request") -> tuple[np.ndarray, np.ndarray]:
+    """``(y, s)``: eqs. 3-5 plus the own-image bonus from distances, group Jaccard values and
+    own-image marks (arrays or scalars, broadcast). The one evaluation every screen bound and
+    the exact re-scoring share: each step is a correctly rounded, monotone float64 operation,
+    so y is non-increasing in the distance, value for value, which the screens' bands rest on."""
+    vis = min_max_similarity(dist, d_min, d_max)
+    y = correlation(vis, grp, request.lam) if request.use_groups else vis
+    if request.bonus > 0:
+        y = y + request.bonus * own
+    return y, vis
+
+
+def _mth_largest(pq: np.ndarray, values: np.ndarray, b: int, m: int) -> np.ndarray:
+    """Per query (``pq`` in 0..b-1), the m-th largest of its values (-inf with fewer than m)."""
+    order = np.lexsort((-values, pq))
+    pq, values = pq[order], values[order]
+    counts = np.bincount(pq, minlength=b)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    out = np.full(b, -np.inf)
+    has = counts >= m
+    out[has] = values[starts[has] + m - 1]
+    return out
+
+
 def _union_pairs(n: int, *pairs: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     keys = np.unique(np.concatenate([q * n + x for q, x in pairs] + [np.zeros(0, dtype=np.int64)]))
     return keys // n, keys % n
-
-
-def _top_pairs(pq: np.ndarray, px: np.ndarray, y: np.ndarray, b: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """The m best (query, row) pairs of each query by y (duplicates collapsed)."""
-    n_key = int(px.max(initial=0)) + 1
-    key, first = np.unique(pq * n_key + px, return_index=True)
-    pq, px, y = pq[first], px[first], y[first]
-    order = np.lexsort((px, -y, pq))
-    pq, px = pq[order], px[order]
-    counts = np.bincount(pq, minlength=b)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(pq)) - starts[pq]
-    return pq[rank < m], px[rank < m]
 
 
 @dataclass(frozen=True)
