@@ -17,6 +17,13 @@ from tagrec_models.experiment import PostRecords, held_out_truth
 from tagrec_models.storage.duckdb_store import DuckDBStore
 
 
+# Every pool a step queues on (dagster.yaml's `default_limit` applies to each). On PostgreSQL a
+# deployment sets each one explicitly, once, after `dagster instance migrate` (deploy/README.md):
+# Dagster creates a pool's limit row on its first use, and two runs that first use a pool at the
+# same moment (a backfill's shards) race to insert it, one failing with a UniqueViolation on
+# concurrency_limits (dagster-io/dagster#33552, open); an explicitly set limit skips that path.
+POOLS = ("duckdb", "flickr", "gpu")
+
 # The steps that use an accelerator (feature extraction, torch training) queue on the `gpu`
 # pool (dagster.yaml) and, under the Kubernetes executor (pipelines/k8s.py), run in a pod that
 # asks for one GPU through this tag; the in-process and Celery executors ignore it.

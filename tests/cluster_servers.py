@@ -211,6 +211,15 @@ def running_cluster(root: Path, n_workers: int = 2) -> Iterator[Cluster]:
                                  capture_output=True, text=True, env=cluster.env, cwd=REPO)
         if migrate.returncode:
             raise RuntimeError(f"dagster instance migrate failed:\n{migrate.stderr[-3000:]}")
+        # Every pool's limit set once, as deploy/README.md says (assets.common.POOLS: two runs
+        # that first use a pool at the same moment race in Dagster's PostgreSQL storage).
+        from assets.common import POOLS
+
+        for pool in POOLS:
+            limit = subprocess.run([str(Path(sys.executable).parent / "dagster"), "instance", "concurrency",
+                                    "set", pool, "1"], capture_output=True, text=True, env=cluster.env, cwd=REPO)
+            if limit.returncode:
+                raise RuntimeError(f"dagster instance concurrency set {pool} 1 failed:\n{limit.stderr[-3000:]}")
         stack.enter_context(workers(cluster, n_workers))
         yield cluster
 

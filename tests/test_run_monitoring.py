@@ -162,3 +162,17 @@ def test_assets_that_write_the_duckdb_database_queue_in_its_pool():
                    "paper1_results", "paper3_ccs", "paper2_lambda_sweep", "leaderboard"):
         assert pools[f"openclipart__{writer}"] == "duckdb", writer
     assert pools["flickr__ingest"] == "duckdb" and pools["flickr__crawl"] == "flickr"
+
+
+def test_every_pool_a_step_queues_on_is_one_a_deployment_sets():
+    """deploy/README.md sets each of ``assets.common.POOLS`` once on PostgreSQL (a pool first used
+    by two runs at once races in Dagster's storage): a new pool must join that list."""
+    from assets.common import POOLS
+    from pipelines.definitions import defs
+
+    used = {node.pool for a in defs.resolve_asset_graph().assets_defs
+            for node in a.node_def.iterate_op_defs() if node.pool}
+    assert used == set(POOLS)
+    readme = (REPO / "deploy" / "README.md").read_text()
+    for pool in POOLS:
+        assert f"dagster instance concurrency set {pool}" in readme, pool
