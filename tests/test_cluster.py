@@ -25,7 +25,7 @@ import dagster as dg  # noqa: E402
 
 from assets.datasets import OPENCLIPART  # noqa: E402
 from assets.factory import dataset_assets  # noqa: E402
-from assets.features import all_shards_tags  # noqa: E402
+from assets.features import FEATURE_OUTPUTS, all_shards_tags  # noqa: E402
 from cluster_servers import finish, launch, running_cluster  # noqa: E402
 from tagrec_models.features.shards import shard_names  # noqa: E402
 from test_assets_pipeline import needs_wordnet, resources  # noqa: E402
@@ -38,8 +38,7 @@ MODELS = ("ug_nw", "knn_voting", "jec")
 PREPARED = [f"{DATASET}/{n}" for n in ("photos", "photo_tags", "photo_groups", "images", "skipped_files",
                                       "tag_mapping", "assignments", "filtered_assignments", "preprocess_stats",
                                       "train", "val", "test")]
-AFTER = [f"{DATASET}/{n}" for n in ("patches", "ch64", "cm225", "cnn_embedding", "conv_maps", "vlad",
-                                   *(f"model_{m}" for m in MODELS))]
+AFTER = [f"{DATASET}/{n}" for n in (*FEATURE_OUTPUTS, "vlad", *(f"model_{m}" for m in MODELS))]
 ARRAYS = ("cnn", "ch64", "cm225", "patches_75", "local_stage3", "local_stage5", "vlad")
 
 
