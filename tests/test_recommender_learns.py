@@ -29,7 +29,7 @@ from scipy import sparse
 
 from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo, TrainingData
 from tagrec_models.recommenders import available, get_recommender
-from test_recommender_contract import small_config
+from test_recommender_contract import FEATURE_DIMS, SIGNED, small_config
 
 N_TOPICS, TAGS_PER_TOPIC = 4, 3
 POPULAR = N_TOPICS * TAGS_PER_TOPIC  # the last tag: on most images, whatever the topic
@@ -37,8 +37,6 @@ N_TAGS = POPULAR + 1
 USERS_PER_TOPIC = 4  # KNN voting counts one vote per user (Li et al.): a topic needs several users
 N_USERS, N_IMAGES, N_TEST, N_VAL, PATCH = N_TOPICS * USERS_PER_TOPIC, 96, 24, 8, 75
 POPULAR_SHARE = 0.9
-FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "cnn_stages": 1472, "vlad": 256}
-SIGNED = {"cnn_stages"}  # the multi-stage embedding has negative entries, as extracted
 K = 3
 TOPIC_HIT_FLOOR = 0.5  # chance is 1 / N_TOPICS = 0.25
 PRECISION_MARGIN = 0.1

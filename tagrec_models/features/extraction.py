@@ -50,7 +50,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from tagrec_models.features.backbone import FeatureBackbone, get_backbone_spec, load_backbone
+from tagrec_models.features.backbone import BackboneOutput, FeatureBackbone, get_backbone_spec, load_backbone
 from tagrec_models.features.device import DeviceConfig, Runtime, resolve_runtime
 from tagrec_models.features.images import STATUS_BROKEN, STATUSES, LoadConfig, load_rgb, resample_filter
 from tagrec_models.features.lowlevel import LowLevelConfig, lowlevel_features
@@ -252,6 +252,21 @@ class ExtractionResult:
         }
 
 
+# The CNN embeddings a pass can store, by SideInfo name: the pooled embedding, and it with the
+# ``embedding_stages`` means appended (the pooled one itself where there are none).
+CNN_EMBEDDINGS = {"cnn": lambda out: out.pooled, "cnn_stages": lambda out: out.embedding}
+
+
+def cnn_rows(out: BackboneOutput, names: Sequence[str], broken: np.ndarray) -> dict[str, np.ndarray]:
+    """float32 host rows of each of ``names`` (keys of ``CNN_EMBEDDINGS``) from one forward
+    pass; broken images' rows are zeros."""
+    rows = {}
+    for name in names:
+        rows[name] = CNN_EMBEDDINGS[name](out).float().cpu().numpy()
+        rows[name][broken] = 0.0
+    return rows
+
+
 def _stage_rows(fmap: torch.Tensor) -> np.ndarray:
     """[B, C, h, w] -> float16 [B, h*w, C] (positions row-major) on the host."""
     return fmap.flatten(2).transpose(1, 2).to(torch.float16).cpu().numpy()
@@ -323,13 +338,8 @@ def extract_features(
                 if backbone is not None:
                     with runtime.autocast():
                         out = backbone(runtime.to_device(batch["pixels"]))
-                    embeddings = {"cnn": out.pooled}
-                    if config.embedding_stages:
-                        embeddings["cnn_stages"] = out.embedding
-                    for name, tensor in embeddings.items():
-                        embedding = tensor.float().cpu().numpy()
-                        embedding[broken] = 0.0
-                        arrays[name][rows] = embedding
+                    for name, values in cnn_rows(out, [n for n in CNN_EMBEDDINGS if n in arrays], broken).items():
+                        arrays[name][rows] = values
                     for stage, fmap in out.stages.items():
                         local = _stage_rows(fmap)
                         if f"local_{stage}" not in arrays:  # the grid size is known after one batch

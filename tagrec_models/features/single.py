@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tagrec_models.features.device import DeviceConfig, Runtime, resolve_runtime
-from tagrec_models.features.extraction import ExtractionConfig, ImageFiles, _stage_rows, collate
+from tagrec_models.features.extraction import CNN_EMBEDDINGS, ExtractionConfig, ImageFiles, _stage_rows, cnn_rows, collate
 from tagrec_models.features.backbone import FeatureBackbone, load_backbone
 from tagrec_models.features.images import STATUS_BROKEN, LoadConfig
 from tagrec_models.features.lowlevel import LowLevelConfig
@@ -159,7 +159,7 @@ class NewImageFeatures:
             raise FeatureSettingsError(
                 f"the features run stored patches of sides {settings.patch_sizes}; expected exactly one")
         stages = (codebook.stage,) if "vlad" in wanted else ()
-        use_cnn = bool({"cnn", "cnn_stages", "vlad"} & set(wanted))
+        use_cnn = bool({*CNN_EMBEDDINGS, "vlad"} & set(wanted))
         self.wanted = wanted
         self.codebook = codebook
         self.config = dataclasses.replace(
@@ -194,13 +194,8 @@ class NewImageFeatures:
             if self.backbone is not None:
                 with torch.inference_mode(), self.runtime.autocast():
                     out = self.backbone(self.runtime.to_device(batch["pixels"]))
-                # cnn: the pooled embedding; cnn_stages: with the run's embedding_stages
-                # appended (the pooled embedding itself where it had none, as the asset stores)
-                for name, tensor in (("cnn", out.pooled), ("cnn_stages", out.embedding)):
-                    if name in features:
-                        embedding = tensor.float().cpu().numpy()
-                        embedding[broken] = 0.0
-                        features[name].append(embedding)
+                for name, values in cnn_rows(out, [n for n in CNN_EMBEDDINGS if n in features], broken).items():
+                    features[name].append(values)
                 if "vlad" in features:
                     local = _stage_rows(out.stages[self.codebook.stage])  # float16, as stored
                     local[broken] = 0.0

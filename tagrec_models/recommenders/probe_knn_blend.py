@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from tagrec_models.crossmodal.retune import Retunable, logit_adjustment
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.recommenders.asl_probe import ASLProbe
