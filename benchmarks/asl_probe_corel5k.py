@@ -7,8 +7,9 @@ steps at lr 0.001, logit adjustment), per-dimension standardised input, the asym
 Ridnik et al. 2021 at its MS-COCO settings (gamma_neg 4, m 0.05), and fewer / more steps. For
 the defaults, the earlier *probability-space* correction (p / (count + 1) ** r) is measured
 beside the logit adjustment on the same fit. With ``--blend``, the same for ``probe_knn_blend``
-(the probe and 2PKNN in one log-linear score) over its scoring fields (knn_weight, rare_power,
-k1, beta), one fit.
+(the probe and 2PKNN in one log-linear score) over every point of its registered search space's
+scoring fields (knn_weight, rare_power, k1, beta), one fit; ``--ensemble 1 3`` measures the
+blend with a single probe and with an ensemble of three (``asl_probe``'s ``ensemble``).
 
 Needs the cached embedding of ``benchmarks/representations_corel5k.py extract`` (same split
 rule, same cache folder)::
@@ -20,6 +21,8 @@ rule, same cache folder)::
     python benchmarks/representations_corel5k.py extract --backbone efficientnet_lite2
     python benchmarks/asl_probe_corel5k.py --representation lite2+stage5+stage6 --variants \
         --blend --blend-model probe_knn_blend_stages --test
+    python benchmarks/asl_probe_corel5k.py --representation lite2+stage5+stage6 --variants defaults \
+        --blend --blend-model probe_knn_blend_stages --ensemble 1 3 --test
 
 Fits run on train minus validation; with ``--test`` each variant is refitted on train +
 validation and scored on the 499 test images at its validation-chosen settings.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import time
 from pathlib import Path
 
@@ -74,22 +78,28 @@ def scorings(model, posts, side, counts: np.ndarray, probability_space: bool) ->
     return out
 
 
-BLEND_GRID = [dict(knn_weight=w, rare_power=r, k1=k1, beta=b) for w in (0.0, 0.25, 0.5, 0.75, 1.0)
-              for r in (0.0, 0.5, 1.0, 1.5, 2.0) for k1 in (3, 5, 10, 20) for b in (5.0, 10.0, 20.0)]
+def blend_grid(name: str) -> list[dict]:
+    """Every point of the blend's registered search space over its scoring fields (what the
+    tuning engine's operating points search, here exhaustively)."""
+    cls = get_recommender(name)
+    fields = [f for f in cls.search_space if f in cls.scoring_fields]
+    return [dict(zip(fields, values)) for values in itertools.product(*(cls.search_space[f] for f in fields))]
 
 
-def blend_row(side, fit, val, train_val, test, with_test: bool, name: str = "probe_knn_blend") -> dict:
+def blend_row(side, fit, val, train_val, test, with_test: bool, name: str = "probe_knn_blend",
+              ensemble: int | None = None) -> dict:
     """``probe_knn_blend`` (or ``probe_knn_blend_stages``): one fit on train minus validation, its scoring fields chosen on
     validation per family (as the tuning engine's operating points), then a refit on train +
     validation scored on test at those settings."""
     cls = get_recommender(name)
+    ensemble = cls.Config.ensemble if ensemble is None else ensemble
     started = time.perf_counter()
-    model = cls().fit(TrainingData(train=fit, side=side))
+    model = cls(ensemble=ensemble).fit(TrainingData(train=fit, side=side))
     fitted = time.perf_counter() - started
-    scorings = {str(point): model.retune(**point).score(val, side) for point in BLEND_GRID}
-    row = {"variant": name, "fit_s": round(fitted, 1), **choose(scorings, val.tags)}
+    scorings = {str(point): model.retune(**point).score(val, side) for point in blend_grid(name)}
+    row = {"variant": f"{name} ensemble {ensemble}", "fit_s": round(fitted, 1), **choose(scorings, val.tags)}
     if with_test:
-        final = cls().fit(TrainingData(train=train_val, side=side))
+        final = cls(ensemble=ensemble).fit(TrainingData(train=train_val, side=side))
         label_point, image_point = ast.literal_eval(row["label_setting"]), ast.literal_eval(row["image_setting"])
         f1, n_plus, _ = measure(final.retune(**label_point).score(test, side), test.tags)
         row.update(test_label_f1=f1, test_n_plus=n_plus,
@@ -106,6 +116,9 @@ def main() -> None:
     parser.add_argument("--blend", action="store_true", help="also probe_knn_blend over its scoring fields")
     parser.add_argument("--blend-model", default="probe_knn_blend", choices=["probe_knn_blend", "probe_knn_blend_stages"],
                         help="probe_knn_blend_stages: cosine-only 2PKNN, for a signed (multi-stage) representation")
+    parser.add_argument("--ensemble", nargs="*", type=int, default=[None],
+                        help="the blend's probe ensemble sizes to measure (asl_probe's deep ensembles; "
+                             "default: the model's own)")
     parser.add_argument("--test", action="store_true")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
@@ -130,8 +143,9 @@ def main() -> None:
         rows.append(row)
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     if args.blend:
-        rows.append(blend_row(side, fit, val, train_val, test, args.test, args.blend_model))
-        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
+        for ensemble in args.ensemble:
+            rows.append(blend_row(side, fit, val, train_val, test, args.test, args.blend_model, ensemble))
+            print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(pd.DataFrame(rows).round(4).to_string(index=False))
 

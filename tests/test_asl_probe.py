@@ -95,3 +95,26 @@ def test_unit_input_norm_scales_the_unit_embedding_by_sqrt_dim():
     np.testing.assert_allclose((inputs**2).mean(axis=1), 1.0, rtol=1e-5)
     with pytest.raises(ValueError, match="input_norm"):
         get_recommender("asl_probe")(steps=2, input_norm="whiten").fit(TrainingData(train=posts, side=side))
+
+
+def test_an_ensemble_averages_members_each_trained_as_a_single_probe_would_be(tmp_path):
+    # Deep ensembles (Lakshminarayanan et al. 2017): member 0 starts from the single probe's
+    # initialisation and, on its own loss, follows the single probe's full-batch Adam path; the
+    # second member starts elsewhere; the ensemble's logits are the members' mean.
+    x, y = _data({0: 20, 1: 20, 2: 6})
+    side = SideInfo(features={"cnn": x})
+    posts = Posts(user=np.zeros(len(x), dtype=np.int64), image=np.arange(len(x)), tags=y, n_users=1, n_images=len(x))
+    data = TrainingData(train=posts, side=side)
+    single = get_recommender("asl_probe")(steps=25, lr=0.01).fit(data)
+    pair = get_recommender("asl_probe")(steps=25, lr=0.01, ensemble=2).fit(data)
+    first, second = pair.network.members
+    np.testing.assert_allclose(first[1].weight.detach().numpy(), single.network[1].weight.detach().numpy(), atol=1e-6)
+    assert not np.allclose(second[1].weight.detach().numpy(), first[1].weight.detach().numpy(), atol=1e-3)
+    inputs = pair._inputs(x)
+    with torch.no_grad():
+        mean = ((first(inputs) + second(inputs)) / 2).double().numpy()
+    np.testing.assert_allclose(pair.logits(posts, side), mean, rtol=1e-6, atol=1e-9)
+    loaded = type(pair).load(pair.save(tmp_path / "pair.model"))
+    np.testing.assert_array_equal(loaded.score(posts, side), pair.score(posts, side))
+    with pytest.raises(ValueError, match="ensemble"):
+        get_recommender("asl_probe")(steps=2, ensemble=0).fit(data)

@@ -44,6 +44,15 @@ more, Corel5k validation chose 2). The defaults are what Corel5k validation chos
 (gamma_neg = gamma_pos = m = 0), which matched ASL's per-label F1 (0.455 against 0.449 to
 0.453) with a higher AF (0.549 against 0.48 to 0.50), 900 full-batch Adam steps at lr 0.001.
 Runs on CUDA when present (``device``).
+
+Ensembles (``ensemble`` = K > 1): K probes of the same shape from K random initialisations,
+each trained on its own loss (the same images in the same order), whose logits are averaged at
+scoring time: the deep ensembles of Lakshminarayanan et al. 2017 ("Simple and scalable
+predictive uncertainty estimation using deep ensembles", NeurIPS 2017, section 2.4), which
+needs no more than random initialisation to make its members differ. Why it helps a probe
+trained for a fixed number of steps: each member stops at its own point short of the optimum,
+and the average cancels part of that noise. Corel5k validation (Lite2 + stage5/6 means, the
+probe + 2PKNN blend, ``benchmarks/asl_probe_corel5k.py --ensemble``) measured it there.
 """
 
 from __future__ import annotations
@@ -97,6 +106,9 @@ class ASLProbeConfig(RecommenderConfig):
     (Menon et al. 2021, eq. 10; 0 = off)."""
     rare_smoothing: float = 1.0
     """Added to a tag's training count before the ``rare_power`` logarithm."""
+    ensemble: int = 1
+    """Probes trained from different random initialisations whose logits are averaged (deep
+    ensembles, Lakshminarayanan et al. 2017); 1 = a single probe. Costs K times the training."""
     device: str = "auto"
     """'auto' = CUDA when present, else CPU."""
 
@@ -126,10 +138,35 @@ def asymmetric_loss(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: floa
     return -(loss_pos + loss_neg).sum(dim=1).mean()
 
 
-def _network(d_in: int, n_tags: int, hidden: int, dropout: float) -> nn.Module:
+def _member(d_in: int, n_tags: int, hidden: int, dropout: float) -> nn.Module:
     if hidden <= 0:
         return nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, n_tags))
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(d_in, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, n_tags))
+
+
+class _Ensemble(nn.Module):
+    """K probes, each from its own random initialisation (drawn one after the other from the
+    seeded generator); ``forward`` stacks their logits [K, n, n_tags]."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([member(x) for member in self.members])
+
+
+def _network(d_in: int, n_tags: int, hidden: int, dropout: float, ensemble: int = 1) -> nn.Module:
+    """One probe (the module saved before ensembles existed), or ``ensemble`` of them."""
+    if ensemble <= 1:
+        return _member(d_in, n_tags, hidden, dropout)
+    return _Ensemble([_member(d_in, n_tags, hidden, dropout) for _ in range(ensemble)])
+
+
+def _member_logits(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Every member's logits, [K, n, n_tags] (K = 1 for a single probe)."""
+    out = network(x)
+    return out if isinstance(network, _Ensemble) else out.unsqueeze(0)
 
 
 @register
@@ -174,8 +211,9 @@ class ASLProbe(Retunable, Recommender):
 
     def _fit(self, data: TrainingData) -> None:
         cfg = self.config
-        if cfg.steps < 1 or cfg.lr <= 0 or not 0 <= cfg.clip < 1 or not 0 <= cfg.dropout < 1:
-            raise ValueError(f"asl_probe needs steps >= 1, lr > 0, 0 <= clip < 1 and 0 <= dropout < 1; got {cfg}")
+        if cfg.steps < 1 or cfg.lr <= 0 or not 0 <= cfg.clip < 1 or not 0 <= cfg.dropout < 1 or cfg.ensemble < 1:
+            raise ValueError(f"asl_probe needs steps >= 1, lr > 0, 0 <= clip < 1, 0 <= dropout < 1 and "
+                             f"ensemble >= 1; got {cfg}")
         if cfg.input_norm not in INPUT_NORMS:
             raise ValueError(f"asl_probe input_norm must be one of {INPUT_NORMS}, got {cfg.input_norm!r}")
         train = data.train
@@ -188,7 +226,7 @@ class ASLProbe(Retunable, Recommender):
         device = pick_device(cfg.device)
         generator = torch.Generator().manual_seed(cfg.seed)
         torch.manual_seed(cfg.seed)
-        network = _network(self.d_in, self.n_tags, cfg.hidden, cfg.dropout).to(device)
+        network = _network(self.d_in, self.n_tags, cfg.hidden, cfg.dropout, cfg.ensemble).to(device)
         x = self._inputs(raw).to(device)
         y = torch.from_numpy((sparse.csr_matrix(train.tags).toarray() > 0).astype(np.float32)).to(device)
         opt = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -200,21 +238,25 @@ class ASLProbe(Retunable, Recommender):
             total = 0.0
             for start in range(0, n, batch):
                 rows = order[start : start + batch] if order is not None else slice(None)
-                loss = asymmetric_loss(network(x[rows]), y[rows], cfg.gamma_neg, cfg.gamma_pos, cfg.clip)
+                # each member on its own loss (their sum: the members share no parameter)
+                losses = [asymmetric_loss(z, y[rows], cfg.gamma_neg, cfg.gamma_pos, cfg.clip)
+                          for z in _member_logits(network, x[rows])]
+                loss = torch.stack(losses).sum()
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += loss.item() * (len(x[rows]) if order is not None else n)
+                total += loss.item() / len(losses) * (len(x[rows]) if order is not None else n)
             self.training_history.append({"step": float(step + 1), "asl": total / n})
             if self.log is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
                 self.log(f"asl_probe step {step + 1}/{cfg.steps}: loss {total / n:.4f}")
         self.network = network.eval().cpu()
 
     def logits(self, posts: Posts, side: SideInfo) -> np.ndarray:
-        """The probe's logits z [n_posts, n_tags] (float64), before the logit adjustment."""
+        """The probe's logits z [n_posts, n_tags] (float64), before the logit adjustment; an
+        ensemble's are its members' mean."""
         x = self._inputs(side.feature(self.config.feature)[posts.image])
         with torch.no_grad():
-            return self.network(x).double().numpy()
+            return _member_logits(self.network, x).double().mean(dim=0).numpy()
 
     def _score(self, posts: Posts, side: SideInfo) -> np.ndarray:
         z = self.logits(posts, side)
@@ -236,6 +278,6 @@ class ASLProbe(Retunable, Recommender):
     def _restore(self, state: dict[str, Any]) -> None:
         for key in ("config", "n_tags", "training_history", "mean", "std", "tag_counts", "d_in"):
             setattr(self, key, state[key])
-        self.network = _network(self.d_in, self.n_tags, self.config.hidden, self.config.dropout)
+        self.network = _network(self.d_in, self.n_tags, self.config.hidden, self.config.dropout, self.config.ensemble)
         self.network.load_state_dict(state["network"])
         self.network.eval()
