@@ -8,7 +8,7 @@ TAGREC_HOME ?= $(CURDIR)/data
 DAGSTER_HOME := $(TAGREC_HOME)/dagster
 export TAGREC_HOME DAGSTER_HOME
 
-.PHONY: setup system wordnet dagster-home demo demo-full test test-slow test-ui test-cluster deploy-extra ui validate validate-deploy bench soak clean-data
+.PHONY: setup system wordnet dagster-home demo demo-corel5k demo-full test test-slow test-ui test-cluster deploy-extra ui validate validate-deploy bench soak clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ dagster-home: $(VENV)/.installed
 ## (quick profile: 2 tuning trials per model, refit on train+val, epochs capped, 3 seeds)
 demo: setup dagster-home
 	$(PY) -m pipelines.demo --dataset openclipart
+
+## demo-corel5k: the same quick profile on Corel5k (its folder: TAGREC_COREL5K, default ../shared/data/corel5k)
+demo-corel5k: setup dagster-home
+	$(PY) -m pipelines.demo --dataset corel5k
 
 ## demo-full: every model tuned on validation with 30 Optuna trials (60 refit-free re-scorings per
 ## metric family), the models' own epoch budgets, refit on train+val, 5 seeds; openclipart and Corel5k

@@ -91,13 +91,12 @@ class ProbeKNNBlend(Retunable, Recommender):
     annotation_only = True
     scoring_fields = frozenset({"knn_weight", "knn_floor", "rare_power", "rare_smoothing", "k1", "beta"})
     # The parts' own ranges (two_pknn, asl_probe); the blend weight over its interior and ends
-    # (0: the probe alone, 1: 2PKNN alone), so validation can also choose either part. beta 40:
-    # with it in the grid Corel5k validation chose it for per-label F1 (benchmarks/asl_probe_corel5k.py).
+    # (0: the probe alone, 1: 2PKNN alone), so validation can also choose either part.
     search_space = {
         "knn_weight": [0.0, 0.25, 0.5, 0.75, 1.0],
         "rare_power": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5],
         "k1": [3, 5, 10, 20],
-        "beta": [5.0, 10.0, 20.0, 40.0],
+        "beta": [5.0, 10.0, 20.0],
         "steps": [600, 900, 1500],
         "lr": [0.001, 0.003],
         "weight_decay": [0.0, 1e-4, 1e-3],
@@ -152,11 +151,6 @@ class ProbeKNNBlendStagesConfig(ProbeKNNBlendConfig):
     """The multi-stage embedding (the features asset's ``cnn_stages``)."""
     distances: tuple[str, ...] = ("cosine",)
     """Cosine only: the stage means are signed, which the kl distance refuses."""
-    ensemble: int = 3
-    """Three probes averaged (``asl_probe``'s deep ensembles), for three times the probe's
-    training: on Corel5k validation per-label F1 0.488 against 0.487 for one probe, AF equal
-    (0.593); on test, refit on train + validation, 0.465 / N+ 209 / AF 0.605 against 0.457 / 208
-    / 0.599 (``benchmarks/asl_probe_corel5k.py --ensemble 1 3``, one seed)."""
 
 
 @register
