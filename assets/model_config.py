@@ -66,9 +66,10 @@ def settings_class(model: type[Recommender]) -> type[dg.Config]:
         n_trials=(int, Field(default=4, description=(
             "Fits the tuning engine (Optuna, TPE) tries on validation over the model's search_space; "
             "trial 0 is the config below. The same for every model of a profile."))),
-        retune_trials=(int, Field(default=12, description=(
-            "Re-scorings (no refit) of the chosen fit over its scoring-only fields, per metric family "
-            "(per-image F1, per-label F1): each family's operating point."))),
+        retune_trials=(int, Field(default=150, description=(
+            "Operating-point budget: the chosen fit is re-scored (no refit) over its scoring-only "
+            "fields, one setting per metric family (per-image F1, per-label F1); every point of a "
+            "grid of at most this many points, else this many TPE draws per family."))),
         tuning_seed=(int, Field(default=0, description="Seed of the tuning sampler (and of the trials' fits).")),
         final_fit=(str, Field(default="train+val", description=(
             "'train+val': refit the chosen configuration on train + validation (epoch-based models: "

@@ -48,7 +48,7 @@ class RepeatedSplitsConfig(RecipeSettings):
 
     n_splits: int = Field(default=1, description="Number of splits R (split 0 is the graph's own; quick profile 1, full 5).")
     n_trials: int = Field(default=2, description="Tuning fits per model on each extra split's validation (the profile's budget).")
-    retune_trials: int = Field(default=16, description="Re-scorings per metric family of the chosen fit on each extra split.")
+    retune_trials: int = Field(default=150, description="Operating-point budget on each extra split (exhaustive over a scoring grid of at most this many points, else this many TPE draws per family).")
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], description="Seeds fitted per model on each extra split.")
     final_fit: str = Field(default="train+val", description="Final fit of each extra split: 'train+val' or 'train'.")
     tuning_seed: int = Field(default=0, description="Seed of the tuning engine's sampler on each extra split.")

@@ -32,3 +32,15 @@ def test_repeated_splits_are_one_in_the_quick_profile_and_five_in_the_full():
     config = full["openclipart__repeated_splits"]["config"]
     assert config["n_splits"] == 5 and config["n_trials"] == FULL_TRIALS and config["profile"] == "nuswide"
     assert "corel5k__repeated_splits" not in run_config(defs.resolve_job_def("corel5k_all"), "quick")["ops"]
+
+
+def test_the_full_profile_searches_every_models_scoring_grid_exhaustively():
+    """The README's claim: in the full profile every operating point is the best of its whole
+    scoring grid (the engine is exhaustive over a grid of at most ``retune_trials`` points)."""
+    from pipelines.demo import FULL_RETUNES
+    from tagrec_models.recommenders.registry import all_recommenders
+    from tagrec_models.studies.tuning import grid_size
+
+    largest = max(grid_size({n: v for n, v in m.search_space.items() if n in m.scoring_fields})
+                  for m in all_recommenders())
+    assert FULL_RETUNES >= largest

@@ -7,6 +7,7 @@ are scored at the per-label operating point."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -14,13 +15,13 @@ import pandas as pd
 import pytest
 
 from tagrec_models.data import Posts, SideInfo, TrainingData
-from tagrec_models.evaluation.metrics import per_label_metrics
+from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
 from tagrec_models.experiment import evaluate_parts, train_and_validation, train_model
 from tagrec_models.bundle import SplitBundle
 from tagrec_models.recommenders import available, get_recommender
 from tagrec_models.recommenders.base import Recommender
 from tagrec_models.recommenders.registry import all_recommenders, load_model
-from tagrec_models.studies.tuning import PER_IMAGE, PER_LABEL, tune
+from tagrec_models.studies.tuning import FAMILIES, PER_IMAGE, PER_LABEL, tune
 from test_recommender_contract import contract_data, small_config
 
 VAL_IMAGES, TEST_IMAGES = np.arange(28, 32), np.arange(32, 36)
@@ -88,6 +89,55 @@ def test_tuning_is_seeded_starts_from_the_defaults_and_chooses_one_setting_per_f
     refit = model(dataclasses.replace(first.config, **first.operating_points[PER_LABEL])).fit(data)
     scores = refit.score(data.val, data.side)
     assert per_label_metrics(scores, data.val.tags, k=5).f1 == pytest.approx(first.validation[PER_LABEL])
+
+
+def counted_retunes(monkeypatch, cls) -> list[dict]:
+    """Record every re-scoring the operating-point stage asks a ``cls`` fit for."""
+    calls: list[dict] = []
+    real = cls.retune
+
+    def retune(self, **values):
+        calls.append(values)
+        return real(self, **values)
+
+    monkeypatch.setattr(cls, "retune", retune)
+    return calls
+
+
+def test_a_scoring_grid_within_the_budget_is_searched_exhaustively(monkeypatch):
+    """Every point of a small scoring grid is re-scored once, both families read each
+    re-scoring, and each family's choice is the grid's best (worked out here independently)."""
+    data, _ = split()
+    model = get_recommender("two_pknn")
+    space = {"k1": [2, 3, 5, 10], "beta": [1.0, 10.0, 20.0], "rare_power": [0.0, 0.5, 1.0]}  # 36 points
+    calls = counted_retunes(monkeypatch, model)
+    result = tune(model, small_config(model), data, n_trials=1, retune_trials=36, seed=0, space=space)
+    assert len(calls) == 36
+    assert len({json.dumps(c, sort_keys=True) for c in calls}) == 36
+    fit = model(small_config(model)).fit(data)
+    best = {PER_IMAGE: -1.0, PER_LABEL: -1.0}
+    for k1, beta, power in itertools.product(*space.values()):
+        scores = fit.retune(k1=k1, beta=beta, rare_power=power).score(data.val, data.side)
+        best[PER_IMAGE] = max(best[PER_IMAGE], metrics_at_k(scores, data.val.tags, k_max=5).f1[4])
+        best[PER_LABEL] = max(best[PER_LABEL], per_label_metrics(scores, data.val.tags, k=5).f1)
+    for family in FAMILIES:
+        assert result.validation[family] == pytest.approx(best[family])
+        rows = result.trials[(result.trials["family"] == family) & (result.trials["stage"] == "operating_point")]
+        assert len(rows) == 36
+        # Row 0 is the chosen fit as it is (the defaults, which lie in this grid).
+        assert json.loads(rows["params"].iloc[0]) == {n: getattr(small_config(model), n) for n in space}
+
+
+def test_a_larger_scoring_grid_gets_tpe_draws_and_scores_no_point_twice(monkeypatch):
+    data, _ = split()
+    model = get_recommender("two_pknn")
+    space = {"k1": [1, 2, 3, 5], "beta": [1.0, 5.0, 20.0], "rare_power": [0.0, 0.5, 1.0]}
+    calls = counted_retunes(monkeypatch, model)
+    result = tune(model, small_config(model), data, n_trials=1, retune_trials=10, seed=0, space=space)
+    points = result.trials[result.trials["stage"] == "operating_point"]
+    assert (points.groupby("family").size() == 10).all()
+    assert len(calls) == points["params"].nunique() < 20  # both families start from the same point
+    assert len({json.dumps(c, sort_keys=True) for c in calls}) == len(calls)
 
 
 @pytest.mark.parametrize("name", available())
