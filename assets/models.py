@@ -92,7 +92,11 @@ def model_asset(spec: DatasetSpec, name: str) -> dg.AssetsDefinition:
         }
         if trained.validation:
             trials = pd.DataFrame(trained.validation)
-            metadata["tuning_trials"] = md_table(trials.drop(columns=["fit_seconds"]))
+            # The fit trials and each family's chosen operating point; `results.tuning` has all
+            # re-scorings (up to the whole scoring grid: hundreds of rows).
+            shown = trials[(trials["stage"] == "fit") | trials["chosen"]]
+            metadata["tuning_trials"] = md_table(shown.drop(columns=["fit_seconds"]))
+            metadata["operating_point_rescorings"] = int(trials.loc[trials["stage"] == "operating_point", "params"].nunique())
             png = reporting.tuning_history_plot(trials, f"{name} tuning on validation ({spec.name})")
             metadata.update(plot_metadata("tuning_history", png, data_home.home.dataset_dir(spec.name)
                                           / "models" / f"{name}.tuning.png", "optimisation history"))
