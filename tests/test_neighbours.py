@@ -292,6 +292,11 @@ def test_bad_inputs_are_named():
     train, groups, query, query_groups = _line_example()
     with pytest.raises(ValueError, match="NaN"):
         NeighbourIndex(np.array([[np.nan]], dtype=np.float32))
+    for bad in (np.inf, -np.inf, np.nan, 1e39):  # 1e39 is finite in float64, infinite in float32
+        features = np.ones((5, 7))
+        features[3, 4] = bad
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            NeighbourIndex(features, block_cells=14)  # blocks of 2 rows: the bad row is in the last full one
     index = NeighbourIndex(train, groups=groups)
     with pytest.raises(ValueError, match="query_features"):
         index.search(np.zeros((1, 3), dtype=np.float32), 2)
@@ -410,3 +415,13 @@ def test_extremes_are_exact_among_many_near_ties(backend, block_cells, equal_nor
     ref_index, ref_score = brute_force_neighbours(train, queries, 10, use_groups=False)
     np.testing.assert_array_equal(found.index, ref_index)
     np.testing.assert_allclose(found.score, ref_score, rtol=0, atol=1e-12)
+
+
+def test_squared_norms_do_not_depend_on_the_block_size():
+    """The index computes its float64 row norms a block at a time (bounded memory): every
+    block size gives the same bits, so neighbour ties break the same way."""
+    features = np.random.default_rng(0).normal(size=(37, 53)).astype(np.float32)
+    whole = NeighbourIndex(features).sq_norms
+    for cells in (1, 53, 54, 500):
+        np.testing.assert_array_equal(NeighbourIndex(features, block_cells=cells).sq_norms, whole)
+    np.testing.assert_allclose(whole, (features.astype(np.float64) ** 2).sum(axis=1), rtol=1e-12)
