@@ -82,7 +82,7 @@ test-cluster: $(VENV)/.deploy wordnet
 ui: setup dagster-home
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-validate: $(VENV)/.installed
+validate: $(VENV)/.installed dagster-home
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 ## validate-deploy: the Celery and Kubernetes definitions (needs the deploy extra)
