@@ -271,3 +271,28 @@ def test_per_post_records_recompute_the_runs_columns(tmp_path):
     means = labels["two_pknn"][0].mean(axis=1)  # [n_seeds, 3 L]
     np.testing.assert_allclose(sig.per_label_statistic(means), at5["label_f1"].to_numpy())
     np.testing.assert_allclose(sig.n_plus_statistic(means), at5["n_plus"].to_numpy())
+
+
+def _other_scoring_point(model: type[Recommender], config) -> dict:
+    """For each scoring field the search space offers, a value other than ``config``'s."""
+    point = {}
+    for name, values in model.search_space.items():
+        if name in model.scoring_fields:
+            others = [v for v in values if json.dumps(v) != json.dumps(getattr(config, name))]
+            if others:
+                point[name] = others[0]  # the smallest: a neighbourhood below the fixture's label sizes
+    return point
+
+
+@pytest.mark.parametrize("model", [m for m in all_recommenders() if set(m.search_space) & m.scoring_fields],
+                         ids=lambda m: m.name)
+def test_scoring_fields_change_scoring_only(model):
+    """What the operating-point stage relies on: a fit re-scored at other scoring-field values
+    gives what a fresh fit at those values gives (a field the fit reads is not scoring-only:
+    2PKNN+ML's metric is learnt in k1-neighbourhoods, so its k1 needs a refit)."""
+    data, _ = split()
+    config = small_config(model)
+    point = _other_scoring_point(model, config)
+    retuned = model(config).fit(data).retune(**point).score(data.val, data.side)
+    fresh = model(dataclasses.replace(config, **point)).fit(data).score(data.val, data.side)
+    np.testing.assert_allclose(retuned, fresh, rtol=1e-5, atol=1e-7)
