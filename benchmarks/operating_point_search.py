@@ -27,8 +27,6 @@ import numpy as np
 import optuna
 import pandas as pd
 
-QUICK_CAPS = {"max_epochs": 12, "dcca_epochs": 40, "ae_epochs": 30}
-
 
 def training_data(home: Path, dataset: str, needs: set[str]):
     """The dataset's train / validation posts and side inputs, as the model assets get them."""
@@ -48,10 +46,11 @@ def training_data(home: Path, dataset: str, needs: set[str]):
 
 def grid_table(cls, data) -> tuple[pd.DataFrame, float, dict]:
     """Every scoring-grid point's validation values (f1@5, label_f1@5) and seconds."""
+    from pipelines.demo import QUICK_EPOCH_CAPS  # after training_data set the data home
     from tagrec_models.studies.tuning import _validation_scores
 
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    config = cls.Config(**{k: v for k, v in QUICK_CAPS.items() if k in fields})
+    config = cls.Config(**{k: v for k, v in QUICK_EPOCH_CAPS.items() if k in fields})
     started = time.perf_counter()
     model = cls(config)
     model.set_log(None)

@@ -94,6 +94,11 @@ def _labels(values: Sequence[Any]) -> dict[str, Any]:
     return {json.dumps(_plain(v)): v for v in values}
 
 
+def _point_key(point: Mapping[str, Any]) -> str:
+    """A search-space point as one string (the same point, the same key)."""
+    return json.dumps({k: _plain(v) for k, v in point.items()}, sort_keys=True)
+
+
 def _suggest(trial: optuna.Trial, space: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
     point = {}
     for name, values in space.items():
@@ -161,7 +166,7 @@ def _operating_point_search(model: Recommender, data: TrainingData, metric: str,
     scored: dict[str, tuple[float, float]] = {}
 
     def rescore(point: Mapping[str, Any]) -> tuple[float, float]:
-        key = json.dumps({k: _plain(v) for k, v in point.items()}, sort_keys=True)
+        key = _point_key(point)
         if key not in scored:
             scored[key] = _validation_scores(model.retune(**point), data, metric)
         return scored[key]
@@ -171,8 +176,8 @@ def _operating_point_search(model: Recommender, data: TrainingData, metric: str,
     if size <= budget:
         names = list(space)
         grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
-        first = [p for p in grid if all(_plain(p[n]) == _plain(start.get(n)) for n in names)]
-        ordered = first + [p for p in grid if p not in first]
+        start_key = _point_key({n: start.get(n) for n in names})
+        ordered = sorted(grid, key=lambda p: _point_key(p) != start_key)  # stable: start, then grid order
         for index, family in enumerate(FAMILIES):
             candidates[family] = [(number, point, rescore(point)[index]) for number, point in enumerate(ordered)]
         return OperatingPointSearch(f"every point of the {size}-point grid", len(scored), candidates)
@@ -221,7 +226,7 @@ def tune(
     def objective(trial: optuna.Trial) -> float:
         nonlocal best_value
         point = _suggest(trial, space)
-        key = json.dumps({k: _plain(v) for k, v in point.items()}, sort_keys=True)
+        key = _point_key(point)
         if key in seen:  # TPE may draw a point again: its fit would be identical (same seed)
             earlier = seen[key]
             for name in ("fit_seconds", PER_LABEL_METRIC, "best_epoch"):
