@@ -1,5 +1,5 @@
 """Which image representation to extract for Corel5k (issue 13, item 1): backbone (EfficientNet-
-Lite0 at 224 px, Lite2 at 260 px), horizontal-flip averaging, and multi-stage pooling, each
+Lite0 at 224 px, Lite1 at 240 px, Lite2 at 260 px), horizontal-flip averaging, and multi-stage pooling, each
 measured on Corel5k *validation* by a tuned cosine 2PKNN and the ASL probe (per-label F1 and N+
 at 5 tags, per-image AF), plus the extraction speed of each backbone on this machine.
 
@@ -13,7 +13,16 @@ Two steps, so the slow one runs once::
     python benchmarks/representations_corel5k.py evaluate
 
 The variants are composed from the cached views with ``backbone.compose_embedding``, exactly
-as ``FeatureBackbone`` composes them for ``ExtractionConfig(flip=..., embedding_stages=...)``.
+as ``FeatureBackbone`` composes them for ``ExtractionConfig(flip=..., embedding_stages=...)``;
+with Lite2 and other backbones cached, also Lite2 + its stage5/6 means + the other backbones'
+pooled embeddings as further blocks (``combined_variants``: ``lite2+stage5+stage6&lite0&lite1``),
+a multi-backbone embedding the features asset does not build (validation bought too little,
+README)::
+
+    nice -n 10 python benchmarks/representations_corel5k.py extract --backbone efficientnet_lite1
+    python benchmarks/asl_probe_corel5k.py --representation 'lite2+stage5+stage6&lite0&lite1' \
+        --variants --blend --blend-model probe_knn_blend_stages --test
+
 The split is the pipeline's (``corel5k_standard``): the 499 standard test images, and as
 validation the 10% of the 4,500 training images with the smallest ``md5("0:val:" + photo_id)``
 (``preprocess.splits.split_predefined``'s rule; its repair moves back a validation image whose
@@ -135,6 +144,31 @@ def variants(cache: Path) -> dict[str, tuple[dict, str]]:
             for stages in ((), ("stage6",), STAGES):
                 tag = name + ("+flip" if len(views) > 1 else "") + "".join(f"+{s}" for s in stages)
                 out[tag] = (data["ids"], compose(stages, views))
+    out.update(combined_variants(cache))
+    return out
+
+
+def combined_variants(cache: Path, base: str = "efficientnet_lite2") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Several backbones in one embedding: ``base``'s pooled embedding and stage means, then the
+    (unflipped) pooled embedding of one or all other cached backbones, each one more block of
+    ``compose_embedding`` (L2-normalised, scaled so the whole has unit norm). Named
+    ``lite2+stage5+stage6&lite0``, ``...&lite0&lite1``."""
+    paths = {p.stem: p for p in sorted(cache.glob("*.npz"))}
+    if base not in paths or len(paths) < 2:
+        return {}
+    first = dict(np.load(paths[base]))
+    others = {name: dict(np.load(path)) for name, path in paths.items() if name != base}
+    for name, data in others.items():
+        if not (data["ids"] == first["ids"]).all():
+            raise ValueError(f"{paths[name]} and {paths[base]} list different images; extract both again")
+    pooled = torch.from_numpy(first["pooled"])
+    stage_means = [torch.from_numpy(first[s]) for s in STAGES]
+    short = {name: name.replace("efficientnet_", "") for name in others}
+    out = {}
+    for chosen in [[name] for name in others] + ([list(others)] if len(others) > 1 else []):
+        extra = [torch.from_numpy(others[name]["pooled"]) for name in chosen]
+        tag = base.replace("efficientnet_", "") + "".join(f"+{s}" for s in STAGES) + "".join(f"&{short[n]}" for n in chosen)
+        out[tag] = (first["ids"], compose_embedding(pooled, stage_means + extra).numpy())
     return out
 
 
