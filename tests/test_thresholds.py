@@ -1,6 +1,7 @@
-"""Guards Corel5k's per-label-thresholds protocol (issue 13, item 4): thresholds chosen per label
-on validation, ties handled, the global fallback for labels with too few validation images, and
-the per-label P / R / F1 / N+ of thresholded predictions, against values worked out by hand."""
+"""Guards Corel5k's thresholds protocol (issue 13, item 4): thresholds chosen per label on
+validation, ties handled, the global threshold (a rule of its own and the fallback for labels with
+too few validation images), the joint search of the global rule with a model's scoring fields,
+and the per-label P / R / F1 / N+ of thresholded predictions, against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from tagrec_models.evaluation.thresholds import choose_thresholds, thresholded_per_label_metrics
+from tagrec_models.evaluation.thresholds import (choose_global_threshold, choose_thresholds,
+                                                 thresholded_per_label_metrics)
 
 SCORES = np.array([[0.9, 0.2], [0.8, 0.7], [0.3, 0.6], [0.1, 0.4]])
 TRUTH = sparse.csr_matrix(np.array([[1, 0], [0, 1], [1, 0], [0, 0]]))
@@ -47,7 +49,55 @@ def test_labels_with_too_few_validation_images_get_the_global_threshold():
     assert chosen.values[0] == 0.3 and chosen.values[1] == chosen.global_value
 
 
-def test_the_thresholds_table_fits_on_train_only_and_never_reads_test_labels():
+def test_the_global_threshold_maximises_the_f1_of_averaged_p_and_r():
+    # one t for both labels; candidates: the scores at which an image gets 0.1 to 2 / 2 = 1 label
+    # on average (0.6, 0.7, 0.8, 0.9); given sets (label 0 | label 1) worked out by hand:
+    # t = 0.6: {0,1} | {1,2}: P (1/2 + 1/2) / 2 = 1/2, R (1/2 + 1) / 2 = 3/4 -> F1 3/5
+    # t = 0.7: {0,1} | {1}: P (1/2 + 1) / 2 = 3/4, R 3/4 -> F1 3/4  (the best)
+    # t = 0.8: {0,1} | {}: P 1/4, R 1/4 -> F1 1/4;  t = 0.9: {0} | {}: P 1/2, R 1/4 -> F1 1/3
+    chosen = choose_global_threshold(SCORES, TRUTH)
+    assert chosen.global_value == pytest.approx(0.7)
+    assert chosen.values.tolist() == [chosen.global_value] * 2 and not chosen.per_label.any()
+    assert thresholded_per_label_metrics(SCORES, TRUTH, chosen).f1 == pytest.approx(0.75)
+
+
+def test_the_global_rule_searches_the_scoring_fields_with_the_threshold():
+    """Rule global picks, among a model's scoring-field points, the one whose validation scores
+    reach the best per-label F1 under their own global threshold; each point of a grid within
+    the budget is scored once, fit-only fields are not searched, and a tie keeps the first."""
+    from types import SimpleNamespace
+
+    from tagrec_models.studies import label_thresholds
+
+    truth = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    base = np.array([[0.2, 0.9], [0.9, 0.2], [0.5, 0.5]])  # ranks every negative above a positive
+    seen = []
+
+    class Model:
+        search_space = {"shift": [0.0, 1.0, 2.0], "hidden": [8, 16]}
+        name = "toy"
+        scoring_fields = frozenset({"shift"})
+
+        def __init__(self, shift=0.0):
+            self.shift = shift
+
+        def retune(self, shift):
+            seen.append(shift)
+            return Model(shift)
+
+        def score(self, posts, side):
+            # shift >= 1 lifts the positives above every negative: per-label F1 1 at t in (0.9, 1.2]
+            return base + self.shift * truth
+
+    bundle = SimpleNamespace(val=SimpleNamespace(tags=sparse.csr_matrix(truth)))
+    point, scored = label_thresholds._global_point(Model(), bundle, None, {"shift": 0.0}, 150, 0)
+    assert point == {"shift": 1.0} and scored == 3  # 1.0 and 2.0 tie at F1 1: the first is kept
+    assert seen == [0.0, 1.0, 2.0]
+    assert label_thresholds._global_point(Model(), bundle, None, {"shift": 0.0}, 0, 0) == ({"shift": 0.0}, 0)
+
+
+@pytest.mark.parametrize("rule, chooser", [("per_label", "choose_thresholds"), ("global", "choose_global_threshold")])
+def test_the_thresholds_table_fits_on_train_only_and_never_reads_test_labels(rule, chooser, monkeypatch):
     """The table's fit is the tuned configuration on train only; the thresholds come from
     validation; scrambling the test labels changes the test numbers but never the thresholds
     (so no test label reaches the choice)."""
@@ -73,21 +123,22 @@ def test_the_thresholds_table_fits_on_train_only_and_never_reads_test_labels():
     trained = TrainedModel(name="asl_probe", dataset="toy", config=dataclasses.asdict(ASLProbeConfig(steps=40, lr=0.01)),
                            model_paths={}, train_seconds={}, final_fit="train+val")
     seen = []
-    original = label_thresholds.choose_thresholds
+    original = getattr(label_thresholds, chooser)
 
-    def spy(scores, truth, min_positives):
-        seen.append(original(scores, truth, min_positives=min_positives).values)
-        return original(scores, truth, min_positives=min_positives)
+    def spy(scores, truth, **kwargs):
+        chosen = original(scores, truth, **kwargs)
+        seen.append(chosen.values)
+        return chosen
 
-    label_thresholds.choose_thresholds = spy
-    try:
-        bundle = SplitBundle(vocab, posts(np.arange(0, 60)), posts(np.arange(60, 75)), posts(np.arange(75, 90)))
-        table = label_thresholds.threshold_table([trained], bundle, side)
-        scrambled = sparse.csr_matrix((np.ones(n), (np.arange(n), (tag + 1) % n_tags)), shape=(n, n_tags))
-        bundle2 = SplitBundle(vocab, bundle.train, bundle.val, posts(np.arange(75, 90), scrambled))
-        table2 = label_thresholds.threshold_table([trained], bundle2, side)
-    finally:
-        label_thresholds.choose_thresholds = original
-    np.testing.assert_array_equal(seen[0], seen[1])
+    monkeypatch.setattr(label_thresholds, chooser, spy)
+    bundle = SplitBundle(vocab, posts(np.arange(0, 60)), posts(np.arange(60, 75)), posts(np.arange(75, 90)))
+    table = label_thresholds.threshold_table([trained], bundle, side, rule=rule)
+    scrambled = sparse.csr_matrix((np.ones(n), (np.arange(n), (tag + 1) % n_tags)), shape=(n, n_tags))
+    bundle2 = SplitBundle(vocab, bundle.train, bundle.val, posts(np.arange(75, 90), scrambled))
+    table2 = label_thresholds.threshold_table([trained], bundle2, side, rule=rule)
+    # the rule's chooser ran (a spy that never ran would prove nothing), on validation only
+    assert len(seen) >= 2
+    np.testing.assert_array_equal(seen[0], seen[len(seen) // 2])
     assert table.loc[0, "threshold_fit"] == "train" and table.loc[0, "thr_label_f1"] > 0.9
+    assert table.loc[0, "threshold_rule"] == rule
     assert table2.loc[0, "thr_label_f1"] < 0.1

@@ -153,6 +153,28 @@ class OperatingPointSearch:
     candidates: dict[str, list[tuple[int, dict[str, Any], float]]]
 
 
+def search_scoring_points(space: Mapping[str, Sequence[Any]], start: Mapping[str, Any], budget: int, seed: int,
+                          objective: Callable[[dict[str, Any]], float],
+                          study_name: str) -> list[tuple[int, dict[str, Any], float]]:
+    """(number, point, value) of the points of a scoring-only grid that ``objective`` scored:
+    every point, ``start`` first, when the grid has at most ``budget`` points (a sampler cannot
+    then miss the best one); else ``budget`` TPE draws, the first at ``start``. Shared by the
+    operating-point stage below and the thresholds protocol (``studies.label_thresholds``)."""
+    size = grid_size(space)
+    if size <= budget:
+        names = list(space)
+        grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
+        start_key = _point_key({n: start.get(n) for n in names})
+        ordered = sorted(grid, key=lambda p: _point_key(p) != start_key)  # stable: start, then grid order
+        return [(number, point, float(objective(point))) for number, point in enumerate(ordered)]
+    decode = {name: _labels(values) for name, values in space.items()}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(seed)),
+                                study_name=study_name)
+    _enqueue(study, space, start)
+    study.optimize(lambda trial: objective(_suggest(trial, space)), n_trials=budget)
+    return [(t.number, {n: decode[n][label] for n, label in t.params.items()}, float(t.value)) for t in study.trials]
+
+
 def _operating_point_search(model: Recommender, data: TrainingData, metric: str,
                             space: Mapping[str, Sequence[Any]], start: Mapping[str, Any],
                             budget: int, seed: int) -> OperatingPointSearch:
@@ -172,26 +194,14 @@ def _operating_point_search(model: Recommender, data: TrainingData, metric: str,
         return scored[key]
 
     size = grid_size(space)
-    candidates: dict[str, list[tuple[int, dict[str, Any], float]]] = {}
-    if size <= budget:
-        names = list(space)
-        grid = [dict(zip(names, values)) for values in itertools.product(*(space[n] for n in names))]
-        start_key = _point_key({n: start.get(n) for n in names})
-        ordered = sorted(grid, key=lambda p: _point_key(p) != start_key)  # stable: start, then grid order
-        for index, family in enumerate(FAMILIES):
-            candidates[family] = [(number, point, rescore(point)[index]) for number, point in enumerate(ordered)]
-        return OperatingPointSearch(f"every point of the {size}-point grid", len(scored), candidates)
-    decode = {name: _labels(values) for name, values in space.items()}
-    for index, family in enumerate(FAMILIES):
-        # Another seed than stage 1's: the same seed would redraw stage 1's points.
-        study = optuna.create_study(direction="maximize",
-                                    sampler=optuna.samplers.TPESampler(seed=int(seed) + 1 + index),
-                                    study_name=f"{type(model).name}-{family}")
-        _enqueue(study, space, start)
-        study.optimize(lambda trial: rescore(_suggest(trial, space))[index], n_trials=budget)
-        candidates[family] = [(t.number, {n: decode[n][label] for n, label in t.params.items()}, float(t.value))
-                              for t in study.trials]
-    return OperatingPointSearch(f"TPE, {budget} draws per family over a {size}-point grid", len(scored), candidates)
+    how = (f"every point of the {size}-point grid" if size <= budget
+           else f"TPE, {budget} draws per family over a {size}-point grid")
+    # Another seed than stage 1's for the TPE studies: the same seed would redraw stage 1's points.
+    candidates = {family: search_scoring_points(space, start, budget, int(seed) + 1 + index,
+                                                lambda point, index=index: rescore(point)[index],
+                                                f"{type(model).name}-{family}")
+                  for index, family in enumerate(FAMILIES)}
+    return OperatingPointSearch(how, len(scored), candidates)
 
 
 def tune(
