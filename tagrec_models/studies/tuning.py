@@ -168,6 +168,7 @@ def search_scoring_points(space: Mapping[str, Sequence[Any]], start: Mapping[str
         ordered = sorted(grid, key=lambda p: _point_key(p) != start_key)  # stable: start, then grid order
         return [(number, point, float(objective(point))) for number, point in enumerate(ordered)]
     decode = {name: _labels(values) for name, values in space.items()}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per draw would bury the run's own log
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(seed)),
                                 study_name=study_name)
     _enqueue(study, space, start)
