@@ -77,6 +77,8 @@ def run_config(job: dg.JobDefinition, profile: str, recipe: str = "") -> dict:
         if node.endswith("__repeated_splits"):  # issue 12: R splits, each with the profile's budget
             budget = {k: PROFILES[profile][k] for k in ("n_trials", "retune_trials", "seeds")}
             ops.setdefault(node, {"config": {}})["config"].update(n_splits=SPLITS[profile], **budget)
+        if node.endswith("__label_thresholds"):  # the thresholds rule's point search: the profile's budget
+            ops.setdefault(node, {"config": {}})["config"].update(retune_trials=PROFILES[profile]["retune_trials"])
     for node in job.graph.node_dict:
         if "__model_" not in node:
             continue

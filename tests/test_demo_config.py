@@ -44,3 +44,13 @@ def test_the_full_profile_searches_every_models_scoring_grid_exhaustively():
     largest = max(grid_size({n: v for n, v in m.search_space.items() if n in m.scoring_fields})
                   for m in all_recommenders())
     assert FULL_RETUNES >= largest
+
+
+def test_the_thresholds_rule_searches_with_the_profiles_budget():
+    """Corel5k's thresholds table searches the scoring fields with the same budget as the
+    models' operating points: exhaustive over every registered grid in the full profile."""
+    from pipelines.demo import FULL_RETUNES
+
+    for profile, budget in (("quick", QUICK_RETUNES), ("full", FULL_RETUNES)):
+        ops = run_config(defs.resolve_job_def("corel5k_all"), profile)["ops"]
+        assert ops["corel5k__label_thresholds"]["config"]["retune_trials"] == budget
