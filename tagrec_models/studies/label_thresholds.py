@@ -63,7 +63,7 @@ def _global_point(model, bundle: SplitBundle, side: SideInfo, start: dict, retun
 
     start = {name: start[name] for name in space}
     candidates = search_scoring_points(space, start, retune_trials, seed, objective, f"{type(model).name}-thresholds")
-    number, point, _ = max(candidates, key=lambda c: (c[2], -c[0]))
+    _, point, _ = max(candidates, key=lambda c: (c[2], -c[0]))
     return dict(point), len(candidates)
 
 
@@ -82,14 +82,12 @@ def threshold_rows(trained: TrainedModel, bundle: SplitBundle, side: SideInfo, r
     started = time.perf_counter()
     model = cls(config).fit(TrainingData(train=bundle.train, side=side, val=bundle.val))
     seconds = time.perf_counter() - started
-    start = {**{name: getattr(config, name) for name in cls.scoring_fields},
-             **((getattr(trained, "operating_points", {}) or {}).get(PER_LABEL) or {})}
-    scored = 0
+    five_tag_point = (getattr(trained, "operating_points", {}) or {}).get(PER_LABEL) or {}
+    point, scored = five_tag_point, 0
     if rule == "global":
+        start = {**{name: getattr(config, name) for name in cls.scoring_fields}, **five_tag_point}
         point, scored = _global_point(model, bundle, side, start, retune_trials, seed)
         say(f"{trained.name}: thresholds operating point {point} ({scored} points scored on validation)")
-    else:
-        point = (getattr(trained, "operating_points", {}) or {}).get(PER_LABEL) or {}
     if point:
         model = model.retune(**point)
     val_scores = model.score(bundle.val, side)
