@@ -26,6 +26,14 @@ rule, same cache folder)::
 
 Fits run on train minus validation; with ``--test`` each variant is refitted on train +
 validation and scored on the 499 test images at its validation-chosen settings.
+
+``--whiten DIMS SHRINK`` first PCA-whitens the representation (scikit-learn's PCA fitted on the
+training images minus validation; component variance ``var + SHRINK * mean(var)`` so the weakest
+components are not blown up; then L2-normalised), a common retrieval trick the features asset
+does not apply (README: it moved nothing)::
+
+    python benchmarks/asl_probe_corel5k.py --representation lite2+stage5+stage6 --variants \
+        --blend --blend-model probe_knn_blend_stages --whiten 512 0.1 --test
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from sklearn.decomposition import PCA
 
 from representations_corel5k import default_cache, default_root, splits, variants
 from tagrec_models.data import SideInfo, TrainingData
@@ -76,6 +85,14 @@ def scorings(model, posts, side, counts: np.ndarray, probability_space: bool) ->
         plain = model.retune(rare_power=0.0).score(posts, side)
         out.update({f"prob r={r}": plain / np.power(counts + 1.0, r) for r in POWERS[1:]})
     return out
+
+
+def whitened(embedding: np.ndarray, fit_rows: np.ndarray, dims: int, shrink: float) -> np.ndarray:
+    """PCA whitening fitted on ``fit_rows`` (module docstring), L2-normalised, float32."""
+    pca = PCA(n_components=dims, random_state=0).fit(embedding[fit_rows].astype(np.float64))
+    variance = pca.explained_variance_
+    z = pca.transform(embedding.astype(np.float64)) / np.sqrt(variance + shrink * variance.mean())
+    return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def blend_grid(name: str) -> list[dict]:
@@ -120,11 +137,15 @@ def main() -> None:
                         help="the blend's probe ensemble sizes to measure (asl_probe's deep ensembles; "
                              "default: the model's own)")
     parser.add_argument("--test", action="store_true")
+    parser.add_argument("--whiten", nargs=2, type=float, metavar=("DIMS", "SHRINK"),
+                        help="PCA-whiten the representation first (fitted on train minus validation)")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
     ids, emb = variants(args.cache)[args.representation]
     row_of = {str(i): r for r, i in enumerate(ids)}
     embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    if args.whiten:
+        embedding = whitened(embedding, np.unique(fit.image), int(args.whiten[0]), args.whiten[1])
     side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})  # under both models' names
     cls = get_recommender("asl_probe")
     rows = []

@@ -198,14 +198,23 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
         registered, config, grid_name = MODELS[name]
         if "kl" in config.get("distances", ("cosine", "kl")) and registered == "two_pknn" and (emb < 0).any():
             continue  # kl reads features as histograms
-        started = time.perf_counter()
         cls = get_recommender(registered)
-        model = cls(**{**config, **overrides.get(name, {})}).fit(TrainingData(train=fit, side=side, val=val))
-        fit_seconds = time.perf_counter() - started
-        model.score(val, side)  # 2PKNN: fills the distance cache its retune copies then share
+        base = {**config, **overrides.get(name, {})}
+        # A grid field the model cannot re-score (2PKNN+ML's k1 sets the neighbourhoods its
+        # metric is learnt in) takes a fit per value; the rest re-score that fit.
+        fits: dict[tuple, object] = {}
+        fit_seconds = 0.0
         best_label = best_image = None
         for values in GRIDS[grid_name]:
-            scores = model.retune(**values).score(val, side)
+            fit_fields = {k: v for k, v in values.items() if k not in cls.scoring_fields}
+            key = tuple(sorted(fit_fields.items()))
+            if key not in fits:
+                started = time.perf_counter()
+                fits[key] = cls(**{**base, **fit_fields}).fit(TrainingData(train=fit, side=side, val=val))
+                fit_seconds += time.perf_counter() - started
+                fits[key].score(val, side)  # 2PKNN: fills the distance cache its retune copies then share
+            scoring = {k: v for k, v in values.items() if k in cls.scoring_fields}
+            scores = fits[key].retune(**scoring).score(val, side)
             lab = per_label_metrics(scores, val.tags, k=5)
             af = float(metrics_at_k(scores, val.tags, 5).f1[4])
             if best_label is None or lab.f1 > best_label[1].f1:
@@ -215,13 +224,24 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
         (lab_values, lab), (img_values, af) = best_label, best_image
         row = {"val_label_f1": lab.f1, "val_n_plus": lab.n_plus, "val_af": af, "fit_s": round(fit_seconds, 1),
                "label_setting": lab_values, "image_setting": img_values}
+
+        def at(model, values: dict):
+            return model.retune(**{k: v for k, v in values.items() if k in cls.scoring_fields})
+
+        def fit_key(values: dict) -> tuple:
+            return tuple(sorted((k, v) for k, v in values.items() if k not in cls.scoring_fields))
+
         if with_test:
-            tuned = model.retune(**lab_values)
+            tuned = at(fits[fit_key(lab_values)], lab_values)
             chosen = choose_thresholds(tuned.score(val, side), val.tags)
             thr = thresholded_per_label_metrics(tuned.score(test, side), test.tags, chosen)
-            final = cls(model.config).fit(TrainingData(train=train_val, side=side))
-            lab_t = per_label_metrics(final.retune(**lab_values).score(test, side), test.tags, k=5)
-            af_t = float(metrics_at_k(final.retune(**img_values).score(test, side), test.tags, 5).f1[4])
+
+            def final(values: dict):
+                refit = cls(**{**base, **dict(fit_key(values))}).fit(TrainingData(train=train_val, side=side))
+                return at(refit, values)
+
+            lab_t = per_label_metrics(final(lab_values).score(test, side), test.tags, k=5)
+            af_t = float(metrics_at_k(final(img_values).score(test, side), test.tags, 5).f1[4])
             row.update(test_label_p=lab_t.precision, test_label_r=lab_t.recall, test_label_f1=lab_t.f1,
                        test_n_plus=lab_t.n_plus, test_af=af_t, thr_p=thr.precision, thr_r=thr.recall,
                        thr_f1=thr.f1, thr_n_plus=thr.n_plus, thr_tags_per_image=thr.labels_per_image)
