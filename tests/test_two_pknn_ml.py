@@ -39,7 +39,7 @@ def test_the_learnt_metric_weights_the_label_dimensions_and_transfers_better():
     side = SideInfo(features={"cnn": x})
     train, test = _posts(np.arange(0, 120), y, len(x)), _posts(np.arange(120, 160), y, len(x))
     plain = get_recommender("two_pknn_ml")(ml_steps=0, k1=3).fit(TrainingData(train=train, side=side))
-    ml = get_recommender("two_pknn_ml")(ml_steps=100, ml_triplets=2000, k1=3).fit(TrainingData(train=train, side=side))
+    ml = get_recommender("two_pknn_ml")(ml_steps=100, ml_lr=0.05, ml_triplets=2000, k1=3).fit(TrainingData(train=train, side=side))
     assert ml.v[:4].mean() > 2 * ml.v[4:].mean()
     assert abs(float(ml.v.mean()) - 1.0) < 1e-4
     f1_plain = per_label_metrics(plain.score(test, side), test.tags, k=1).f1
