@@ -202,19 +202,23 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
         base = {**config, **overrides.get(name, {})}
         # A grid field the model cannot re-score (2PKNN+ML's k1 sets the neighbourhoods its
         # metric is learnt in) takes a fit per value; the rest re-score that fit.
+        def fit_key(values: dict) -> tuple:
+            return tuple(sorted((k, v) for k, v in values.items() if k not in cls.scoring_fields))
+
+        def at(model, values: dict):
+            return model.retune(**{k: v for k, v in values.items() if k in cls.scoring_fields})
+
         fits: dict[tuple, object] = {}
         fit_seconds = 0.0
         best_label = best_image = None
         for values in GRIDS[grid_name]:
-            fit_fields = {k: v for k, v in values.items() if k not in cls.scoring_fields}
-            key = tuple(sorted(fit_fields.items()))
+            key = fit_key(values)
             if key not in fits:
                 started = time.perf_counter()
-                fits[key] = cls(**{**base, **fit_fields}).fit(TrainingData(train=fit, side=side, val=val))
+                fits[key] = cls(**{**base, **dict(key)}).fit(TrainingData(train=fit, side=side, val=val))
                 fit_seconds += time.perf_counter() - started
                 fits[key].score(val, side)  # 2PKNN: fills the distance cache its retune copies then share
-            scoring = {k: v for k, v in values.items() if k in cls.scoring_fields}
-            scores = fits[key].retune(**scoring).score(val, side)
+            scores = at(fits[key], values).score(val, side)
             lab = per_label_metrics(scores, val.tags, k=5)
             af = float(metrics_at_k(scores, val.tags, 5).f1[4])
             if best_label is None or lab.f1 > best_label[1].f1:
@@ -224,13 +228,6 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
         (lab_values, lab), (img_values, af) = best_label, best_image
         row = {"val_label_f1": lab.f1, "val_n_plus": lab.n_plus, "val_af": af, "fit_s": round(fit_seconds, 1),
                "label_setting": lab_values, "image_setting": img_values}
-
-        def at(model, values: dict):
-            return model.retune(**{k: v for k, v in values.items() if k in cls.scoring_fields})
-
-        def fit_key(values: dict) -> tuple:
-            return tuple(sorted((k, v) for k, v in values.items() if k not in cls.scoring_fields))
-
         if with_test:
             tuned = at(fits[fit_key(lab_values)], lab_values)
             chosen = choose_thresholds(tuned.score(val, side), val.tags)
