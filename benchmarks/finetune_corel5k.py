@@ -44,7 +44,7 @@ from torch import nn
 from asl_probe_corel5k import blend_grid, blend_row, choose
 from representations_corel5k import default_cache, default_root, read, splits, variants
 from tagrec_models.data import Posts, SideInfo, TrainingData
-from tagrec_models.features.backbone import compose_embedding, load_backbone
+from tagrec_models.features.backbone import load_backbone
 from tagrec_models.features.device import DeviceConfig, resolve_runtime
 from tagrec_models.features.extraction import ExtractionConfig, make_loader
 from tagrec_models.features.images import LoadConfig
@@ -171,43 +171,57 @@ def blend_scorings(knn, logits: np.ndarray, posts: Posts, side: SideInfo, counts
     return out
 
 
+def compare(embedding: np.ndarray, logits: np.ndarray, cache: Path, vocab, fit, val, train_val, test,
+            with_test: bool) -> list[tuple[str, dict]]:
+    """The frozen default and the three uses of a fine-tuned network (module docstring), each
+    chosen on validation per metric family; ``embedding`` and ``logits`` in vocabulary order.
+    ``with_test``: the two blends are also refit on train + validation and scored on test."""
+    counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
+    frozen_ids, frozen = variants(cache)["lite2+stage5+stage6"]
+    frozen_rows = {str(i): r for r, i in enumerate(frozen_ids)}
+    frozen_side = SideInfo(features={"cnn_stages": frozen[[frozen_rows[p] for p in vocab.images]].astype(np.float32)})
+    tuned_side = SideInfo(features={"cnn_stages": embedding.astype(np.float32)})
+    val_logits = logits[val.image]
+    knn = get_recommender("two_pknn")(features=("cnn_stages",), distances=("cosine",)).fit(
+        TrainingData(train=fit, side=frozen_side))
+    rows = []
+    for name, measure_row in [
+        ("frozen: blend on Lite2 + stage5/6 means (the default)",
+         lambda: blend_row(frozen_side, fit, val, train_val, test, with_test, "probe_knn_blend_stages")),
+        ("fine-tuned classifier alone",
+         lambda: choose({f"rare_power={r}": val_logits - r * np.log(counts + 1.0) for r in POWERS}, val.tags)),
+        ("blend on the fine-tuned embedding",
+         lambda: blend_row(tuned_side, fit, val, train_val, test, with_test, "probe_knn_blend_stages")),
+        ("fine-tuned logits + frozen 2PKNN",
+         lambda: choose(blend_scorings(knn, val_logits, val, frozen_side, counts), val.tags)),
+    ]:
+        rows.append((name, measure_row()))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def print_table(rows: list[tuple[str, dict]], title: str) -> None:
+    print(f"\n{title}")
+    print("| variant | val per-label F1 / N+ | val AF | test per-label F1 / N+ / AF | per-label setting |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, row in rows:
+        on_test = (f"{row['test_label_f1']:.3f} / {row['test_n_plus']} / {row['test_af']:.3f}"
+                   if "test_af" in row else "")
+        print(f"| {name} | {row['val_label_f1']:.4f} / {row['val_n_plus']} | {row['val_af']:.4f} | {on_test} "
+              f"| {row['label_setting']} |")
+
+
 def evaluate(args) -> None:
     vocab, fit, val, train_val, test = splits(args.corel5k)
     ids = np.load(args.maps / "ids.npy")
     row_of = {str(i): r for r, i in enumerate(ids)}
     in_vocab = np.array([row_of[p] for p in vocab.images])  # cached row of each vocabulary image
     maps = [np.load(args.maps / f"{INPUT_STAGE}{view}.npy", mmap_mode="r") for view in VIEWS]
-    counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
-
-    frozen_ids, frozen = variants(args.cache)["lite2+stage5+stage6"]
-    frozen_rows = {str(i): r for r, i in enumerate(frozen_ids)}
-    frozen = frozen[[frozen_rows[p] for p in vocab.images]].astype(np.float32)
-    frozen_side = SideInfo(features={"cnn_stages": frozen})
-    rows = [("frozen: blend on Lite2 + stage5/6 means (the default)",
-             blend_row(frozen_side, fit, val, train_val, test, False, "probe_knn_blend_stages"))]
-    print(rows[-1], flush=True)
-
     net = fine_tune(maps, in_vocab[fit.image], fit.tags, args)
     pooled, logits = embed_all(net, maps)
-    pooled, logits = pooled[in_vocab], logits[in_vocab]  # vocabulary order, as SideInfo wants
-    val_logits = logits[val.image]
-    rows.append(("fine-tuned classifier alone", choose(
-        {f"rare_power={r}": val_logits - r * np.log(counts + 1.0) for r in POWERS}, val.tags)))
-    print(rows[-1], flush=True)
-    tuned_side = SideInfo(features={"cnn_stages": pooled.astype(np.float32)})
-    rows.append(("blend on the fine-tuned embedding",
-                 blend_row(tuned_side, fit, val, train_val, test, False, "probe_knn_blend_stages")))
-    print(rows[-1], flush=True)
-    knn = get_recommender("two_pknn")(features=("cnn_stages",), distances=("cosine",)).fit(
-        TrainingData(train=fit, side=frozen_side))
-    rows.append(("fine-tuned logits + frozen 2PKNN",
-                 choose(blend_scorings(knn, val_logits, val, frozen_side, counts), val.tags)))
-    print(rows[-1], flush=True)
-    print(f"\nCorel5k validation ({val.n_posts} images), fine-tuning {args.epochs} epochs:")
-    print("| variant | val per-label F1 / N+ | val AF | per-label setting |")
-    print("| --- | --- | --- | --- |")
-    for name, row in rows:
-        print(f"| {name} | {row['val_label_f1']:.4f} / {row['val_n_plus']} | {row['val_af']:.4f} | {row['label_setting']} |")
+    # vocabulary order, as SideInfo wants
+    rows = compare(pooled[in_vocab], logits[in_vocab], args.cache, vocab, fit, val, train_val, test, False)
+    print_table(rows, f"Corel5k validation ({val.n_posts} images), fine-tuning {args.epochs} epochs:")
 
 
 def main() -> None:

@@ -43,15 +43,12 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from asl_probe_corel5k import blend_row, choose
-from finetune_corel5k import POWERS, blend_scorings
-from representations_corel5k import STAGES, default_cache, default_root, read, splits, variants
-from tagrec_models.data import SideInfo, TrainingData
+from finetune_corel5k import compare, print_table
+from representations_corel5k import STAGES, default_cache, default_root, read, splits
 from tagrec_models.features.device import DeviceConfig, resolve_runtime
 from tagrec_models.features.extraction import ExtractionConfig, make_loader
 from tagrec_models.features.finetune import FineTuneConfig, embed, fine_tune
 from tagrec_models.features.images import LoadConfig
-from tagrec_models.recommenders import get_recommender
 
 BACKBONE = "efficientnet_lite2"
 
@@ -125,33 +122,8 @@ def main() -> None:
 
     vocab, fit, val, train_val, test = splits(args.corel5k)
     tuned = tuned_embeddings(args, vocab, fit)
-    counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
-    frozen_ids, frozen = variants(args.cache)["lite2+stage5+stage6"]
-    frozen_rows = {str(i): r for r, i in enumerate(frozen_ids)}
-    frozen_side = SideInfo(features={"cnn_stages": frozen[[frozen_rows[p] for p in vocab.images]].astype(np.float32)})
-    tuned_side = SideInfo(features={"cnn_stages": tuned["embedding"].astype(np.float32)})
-    rows = [("frozen: blend on Lite2 + stage5/6 means (the default)",
-             blend_row(frozen_side, fit, val, train_val, test, args.test, "probe_knn_blend_stages"))]
-    print(rows[-1], flush=True)
-    val_logits = tuned["logits"][val.image]
-    rows.append(("fine-tuned classifier alone", choose(
-        {f"rare_power={r}": val_logits - r * np.log(counts + 1.0) for r in POWERS}, val.tags)))
-    print(rows[-1], flush=True)
-    rows.append(("blend on the fine-tuned Lite2 + stage5/6 means",
-                 blend_row(tuned_side, fit, val, train_val, test, args.test, "probe_knn_blend_stages")))
-    print(rows[-1], flush=True)
-    knn = get_recommender("two_pknn")(features=("cnn_stages",), distances=("cosine",)).fit(
-        TrainingData(train=fit, side=frozen_side))
-    rows.append(("fine-tuned logits + frozen 2PKNN",
-                 choose(blend_scorings(knn, val_logits, val, frozen_side, counts), val.tags)))
-    print(rows[-1], flush=True)
-    print(f"\nCorel5k validation ({val.n_posts} images), {json.dumps(settings(args))}:")
-    print("| variant | val per-label F1 / N+ | val AF | test per-label F1 / N+ / AF |")
-    print("| --- | --- | --- | --- |")
-    for name, row in rows:
-        on_test = (f"{row['test_label_f1']:.3f} / {row['test_n_plus']} / {row['test_af']:.3f}"
-                   if "test_af" in row else "")
-        print(f"| {name} | {row['val_label_f1']:.3f} / {row['val_n_plus']} | {row['val_af']:.3f} | {on_test} |")
+    rows = compare(tuned["embedding"], tuned["logits"], args.cache, vocab, fit, val, train_val, test, args.test)
+    print_table(rows, f"Corel5k validation ({val.n_posts} images), {json.dumps(settings(args))}:")
 
 
 if __name__ == "__main__":
