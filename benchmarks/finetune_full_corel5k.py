@@ -69,15 +69,23 @@ def decode(root: Path) -> tuple[np.ndarray, torch.Tensor]:
     return np.array(split["photo_id"], dtype=str), pixels
 
 
-def settings(args) -> dict:
-    keys = ("epochs", "lr", "backbone_lr", "weight_decay", "batch_size", "dropout", "frozen_stages",
-            "train_size", "crop_scale", "seed")
-    return {k: getattr(args, k) for k in keys}
+# The FineTuneConfig fields this script exposes as flags; they also name the cache file.
+TUNED = ("epochs", "lr", "backbone_lr", "weight_decay", "batch_size", "dropout", "frozen_stages",
+         "train_size", "crop_scale", "seed")
 
 
-def tuned_embeddings(args, vocab, fit) -> dict[str, np.ndarray]:
+def fine_tune_config(args) -> FineTuneConfig:
+    return FineTuneConfig(backbone=BACKBONE, embedding_stages=STAGES,
+                          **{k: tuple(getattr(args, k)) if k == "crop_scale" else getattr(args, k) for k in TUNED})
+
+
+def settings(config: FineTuneConfig) -> dict:
+    return {k: getattr(config, k) for k in TUNED}
+
+
+def tuned_embeddings(config: FineTuneConfig, args, vocab, fit) -> dict[str, np.ndarray]:
     """Fine-tune on ``fit`` (or read the cached result of the same settings)."""
-    name = "lite2_" + "_".join(f"{k}{v}" for k, v in settings(args).items()).replace(" ", "").replace(",", "-")
+    name = "lite2_" + "_".join(f"{k}{v}" for k, v in settings(config).items()).replace(" ", "").replace(",", "-")
     path = args.out / f"{name}.npz"
     if path.exists():
         print(f"reading {path}")
@@ -87,33 +95,32 @@ def tuned_embeddings(args, vocab, fit) -> dict[str, np.ndarray]:
     row_of = {str(p): r for r, p in enumerate(ids)}
     in_vocab = np.array([row_of[p] for p in vocab.images])  # decoded row of each vocabulary image
     print(f"decoded {len(ids)} images in {time.perf_counter() - started:.0f} s", flush=True)
-    config = FineTuneConfig(backbone=BACKBONE, embedding_stages=STAGES, epochs=args.epochs, lr=args.lr,
-                            backbone_lr=args.backbone_lr, weight_decay=args.weight_decay,
-                            batch_size=args.batch_size, dropout=args.dropout, frozen_stages=args.frozen_stages,
-                            train_size=args.train_size, crop_scale=tuple(args.crop_scale), seed=args.seed)
     labels = sparse.csr_matrix(fit.tags).toarray()
     model, history = fine_tune(pixels[in_vocab[fit.image]], labels, config, log=lambda m: print(m, flush=True))
     trained = time.perf_counter() - started
     embedding, logits = embed(model, pixels)
     out = {"embedding": embedding[in_vocab], "logits": logits[in_vocab]}  # vocabulary order
     args.out.mkdir(parents=True, exist_ok=True)
-    np.savez(path, seconds=trained, settings=json.dumps(settings(args)), history=np.array(history), **out)
+    np.savez(path, seconds=trained, settings=json.dumps(settings(config)), history=np.array(history), **out)
     print(f"fine-tuned and embedded in {time.perf_counter() - started:.0f} s; wrote {path}", flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3, help="the classifier's peak learning rate")
-    parser.add_argument("--backbone-lr", type=float, default=2e-4, help="the pretrained layers' peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=1e-4)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--frozen-stages", type=int, default=3, help="stages (of 7) kept at ImageNet's weights")
-    parser.add_argument("--train-size", type=int, default=224)
-    parser.add_argument("--crop-scale", type=float, nargs=2, default=(0.35, 1.0))
-    parser.add_argument("--seed", type=int, default=0)
+    defaults = FineTuneConfig()  # the flags' defaults are the library's
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--lr", type=float, default=defaults.lr, help="the classifier's peak learning rate")
+    parser.add_argument("--backbone-lr", type=float, default=defaults.backbone_lr,
+                        help="the pretrained layers' peak learning rate")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--dropout", type=float, default=defaults.dropout)
+    parser.add_argument("--frozen-stages", type=int, default=defaults.frozen_stages,
+                        help="stages (of 7) kept at ImageNet's weights")
+    parser.add_argument("--train-size", type=int, default=defaults.train_size)
+    parser.add_argument("--crop-scale", type=float, nargs=2, default=defaults.crop_scale)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--test", action="store_true", help="also refit the blends on train + validation, score test")
     parser.add_argument("--corel5k", type=Path, default=default_root())
     parser.add_argument("--cache", type=Path, default=default_cache(), help="the representations cache")
@@ -121,9 +128,10 @@ def main() -> None:
     args = parser.parse_args()
 
     vocab, fit, val, train_val, test = splits(args.corel5k)
-    tuned = tuned_embeddings(args, vocab, fit)
+    config = fine_tune_config(args)
+    tuned = tuned_embeddings(config, args, vocab, fit)
     rows = compare(tuned["embedding"], tuned["logits"], args.cache, vocab, fit, val, train_val, test, args.test)
-    print_table(rows, f"Corel5k validation ({val.n_posts} images), {json.dumps(settings(args))}:")
+    print_table(rows, f"Corel5k validation ({val.n_posts} images), {json.dumps(settings(config))}:")
 
 
 if __name__ == "__main__":
