@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.datasets import DatasetSpec
 from assets.features import feature_assets
+from assets.finetuned import finetuned_asset
 from assets.ingest import ingest_assets
 from assets.label_thresholds import label_thresholds_asset
 from assets.leaderboard import leaderboard_asset
@@ -24,6 +25,9 @@ def dataset_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         *preprocess_assets(spec),
         *split_assets(spec),
         *feature_assets(spec),
+        # The fine-tuned embedding (issue 13): read by an annotation-only model, so built where
+        # those are (datasets without users)
+        *([] if spec.has_users else [finetuned_asset(spec)]),
         *paper_assets(spec),
         leaderboard_asset(spec),
         # Repeated leave-posts-out splits (issue 12): per-user datasets only; Corel5k's fixed

@@ -62,7 +62,7 @@ class FeatureSettings(dg.Config):
     batch_size: Optional[int] = Field(default=None, description="None: 256 on CUDA, 32 on CPU.")
 
 
-def _split_images(train, val, test, images: pd.DataFrame):
+def split_images(train, val, test, images: pd.DataFrame):
     bundle = build_bundle(train, val, test)
     ids = list(bundle.vocab.images)
     paths = images.drop_duplicates("photo_id").set_index("photo_id")["path"]
@@ -72,7 +72,7 @@ def _split_images(train, val, test, images: pd.DataFrame):
     return bundle, ids, [str(paths[p]) for p in ids]
 
 
-def _array_checks(asset_key: dg.AssetKey, array: np.ndarray, n_images: int) -> list[dg.AssetCheckResult]:
+def array_checks(asset_key: dg.AssetKey, array: np.ndarray, n_images: int) -> list[dg.AssetCheckResult]:
     finite = bool(np.isfinite(np.asarray(array, dtype=np.float32)).all()) if array.dtype.kind == "f" else True
     return [
         dg.AssetCheckResult(asset_key=asset_key, check_name="finite", passed=finite,
@@ -156,7 +156,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         One pass per shard: decode (in parallel with compute), the CNN forward (CUDA with bf16
         autocast when present, CPU otherwise, channels_last). Photos a shard already holds,
         extracted with the same settings, are reused: a new crawl batch extracts only itself."""
-        _, ids, paths = _split_images(train, val, test, images)
+        _, ids, paths = split_images(train, val, test, images)
         root = data_home.home.dataset_dir(spec.name) / "features" / "shards"
         extraction = extraction_config(config)
         shards = {}
@@ -197,7 +197,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
     ):
         """Every shard's rows gathered into one array per feature, in the order of the splits'
         images (reads all partitions of feature_shards; memory-mapped, never all in memory)."""
-        _, ids, _ = _split_images(train, val, test, images)
+        _, ids, _ = split_images(train, val, test, images)
         out_dir = data_home.home.dataset_dir(spec.name) / "features"
         try:
             written = assemble_shards([feature_shards[s] for s in sorted(feature_shards)], ids, out_dir)
@@ -221,7 +221,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
             yield dg.Output(handle, output_name=output, metadata={
                 **common, "shape": list(handle.shape), "dtype": handle.dtype,
                 "path": dg.MetadataValue.path(handle.path)})
-            yield from _array_checks(key(spec, output), array, len(ids))
+            yield from array_checks(key(spec, output), array, len(ids))
         stages = sorted(name[len("local_"):] for name in written if name.startswith("local_"))
         stage_files = {
             stage: ArrayFile.describe(f"local_{stage}", written[f"local_{stage}"], ids,
@@ -298,7 +298,7 @@ def feature_assets(spec: DatasetSpec) -> list[dg.AssetsDefinition]:
         yield dg.Output(handle, metadata={
             "best_stage": best, "shape": list(codes.shape),
             "stage_selection": md_table(maps), "validation_queries": search.selection.n_queries})
-        yield from _array_checks(vlad_key, codes, len(ids))
+        yield from array_checks(vlad_key, codes, len(ids))
         try:
             for cb in search.codebooks.values():
                 cb.check_no_leakage(held_out)

@@ -172,10 +172,11 @@ def blend_scorings(knn, logits: np.ndarray, posts: Posts, side: SideInfo, counts
 
 
 def compare(embedding: np.ndarray, logits: np.ndarray, cache: Path, vocab, fit, val, train_val, test,
-            with_test: bool) -> list[tuple[str, dict]]:
+            with_test: bool, frozen_row: bool = True) -> list[tuple[str, dict]]:
     """The frozen default and the three uses of a fine-tuned network (module docstring), each
     chosen on validation per metric family; ``embedding`` and ``logits`` in vocabulary order.
-    ``with_test``: the two blends are also refit on train + validation and scored on test."""
+    ``with_test``: the two blends are also refit on train + validation and scored on test.
+    ``frozen_row=False`` leaves out the frozen default (the same for every fine-tune)."""
     counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
     frozen_ids, frozen = variants(cache)["lite2+stage5+stage6"]
     frozen_rows = {str(i): r for r, i in enumerate(frozen_ids)}
@@ -195,6 +196,8 @@ def compare(embedding: np.ndarray, logits: np.ndarray, cache: Path, vocab, fit, 
         ("fine-tuned logits + frozen 2PKNN",
          lambda: choose(blend_scorings(knn, val_logits, val, frozen_side, counts), val.tags)),
     ]:
+        if name.startswith("frozen") and not frozen_row:
+            continue
         rows.append((name, measure_row()))
         print(rows[-1], flush=True)
     return rows

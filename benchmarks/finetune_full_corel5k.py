@@ -83,10 +83,14 @@ def settings(config: FineTuneConfig) -> dict:
     return {k: getattr(config, k) for k in TUNED}
 
 
+def cache_name(config: FineTuneConfig) -> str:
+    """The cache file's name for these settings."""
+    return "lite2_" + "_".join(f"{k}{v}" for k, v in settings(config).items()).replace(" ", "").replace(",", "-")
+
+
 def tuned_embeddings(config: FineTuneConfig, args, vocab, fit) -> dict[str, np.ndarray]:
     """Fine-tune on ``fit`` (or read the cached result of the same settings)."""
-    name = "lite2_" + "_".join(f"{k}{v}" for k, v in settings(config).items()).replace(" ", "").replace(",", "-")
-    path = args.out / f"{name}.npz"
+    path = args.out / f"{cache_name(config)}.npz"
     if path.exists():
         print(f"reading {path}")
         return dict(np.load(path))
@@ -125,13 +129,18 @@ def main() -> None:
     parser.add_argument("--corel5k", type=Path, default=default_root())
     parser.add_argument("--cache", type=Path, default=default_cache(), help="the representations cache")
     parser.add_argument("--out", type=Path, default=default_cache().parent / "finetune_full")
+    parser.add_argument("--skip-frozen", action="store_true", help="leave out the frozen default's row")
+    parser.add_argument("--json", type=Path, help="also write the settings and rows here")
     args = parser.parse_args()
 
     vocab, fit, val, train_val, test = splits(args.corel5k)
     config = fine_tune_config(args)
     tuned = tuned_embeddings(config, args, vocab, fit)
-    rows = compare(tuned["embedding"], tuned["logits"], args.cache, vocab, fit, val, train_val, test, args.test)
+    rows = compare(tuned["embedding"], tuned["logits"], args.cache, vocab, fit, val, train_val, test, args.test,
+                   frozen_row=not args.skip_frozen)
     print_table(rows, f"Corel5k validation ({val.n_posts} images), {json.dumps(settings(config))}:")
+    if args.json:
+        args.json.write_text(json.dumps({"settings": settings(config), "rows": dict(rows)}, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ Log = Callable[[str], None]
 
 # SideInfo feature name -> the array asset that provides it.
 FEATURE_SOURCES = {"ch64": "ch64", "cm225": "cm225", "cnn": "cnn_embedding", "cnn_stages": "cnn_stages",
-                   "vlad": "vlad"}
+                   "vlad": "vlad", "cnn_finetuned": "cnn_finetuned"}
 # Every side input a model may declare in ``Recommender.needs`` -> the asset that provides it.
 # A new kind of input is one entry here (and the asset that makes it).
 SIDE_SOURCES = {"patches": "patches", "groups": "photo_groups", **FEATURE_SOURCES}

@@ -242,6 +242,7 @@ def representation(needs: Sequence[str], settings: ExtractionConfig | None) -> s
     words = {
         "cnn": lambda: cnn(False),
         "cnn_stages": lambda: cnn(True),
+        "cnn_finetuned": lambda: "CNN fine-tuned on the training tags, pooled + stage means",
         "vlad": lambda: "VLAD of conv-stage descriptors" + (f" ({settings.backbone})" if settings else ""),
         "patches": lambda: "raw pixel patches",
         "ch64": lambda: "CH-64 colour histogram",

@@ -352,6 +352,17 @@ class Suggester:
                 raise SuggestError(f"the VLAD codebook of stage {stage!r} is missing at {book}; "
                                    + materialise_hint(self.data.name, "vlad"))
             codebook = VladCodebook.load(book)
+        finetuned, finetuned_max_side = None, 0
+        if "cnn_finetuned" in arrays:
+            from tagrec_models.features.finetune import load_network
+            from tagrec_models.features.finetuned import NETWORK_FILE
+
+            network = Path(arrays["cnn_finetuned"].path).parent / NETWORK_FILE
+            if not network.exists():
+                raise SuggestError(f"the fine-tuned network is missing at {network}; "
+                                   + materialise_hint(self.data.name, "cnn_finetuned"))
+            tuned, _, finetuned_max_side = load_network(network)
+            finetuned = tuned.backbone
         try:
             settings = read_extraction_settings(folder)
             recorded = settings is not None
@@ -365,7 +376,8 @@ class Suggester:
                     local_shape = conv_maps[codebook.stage].shape
                 settings = legacy_settings(patches.shape if patches is not None else None, local_shape)
             self.featuriser = NewImageFeatures(settings, pixel, codebook=codebook,
-                                               device=DeviceConfig(device=device, num_workers=0, threads=threads))
+                                               device=DeviceConfig(device=device, num_workers=0, threads=threads),
+                                               finetuned=finetuned, finetuned_max_side=finetuned_max_side)
             if not recorded:
                 self.verified = self._verify(
                     folder, {**arrays, **({'patches': patches} if patches is not None else {})},

@@ -56,6 +56,16 @@ def test_with_the_pretrained_layers_at_rate_zero_the_embedding_is_the_features_a
     np.testing.assert_allclose(embedding, expected, atol=1e-5)
 
 
+def test_each_epoch_logs_its_loss_time_and_throughput():
+    pixels, labels = colour_images(8)
+    lines: list[str] = []
+    _, history = fine_tune(pixels, labels, FineTuneConfig(**SMALL, epochs=2), log=lines.append)
+    epochs = [line for line in lines if "images/s" in line]
+    assert [line.split(":")[0] for line in epochs] == ["fine-tune epoch 1/2", "fine-tune epoch 2/2"]
+    assert all("(cpu, float32)" in line for line in epochs)
+    assert f"mean loss {history[1]:.3f}" in epochs[1]
+
+
 def test_the_same_seed_gives_the_same_network():
     pixels, labels = colour_images(8)
     config = FineTuneConfig(**SMALL, epochs=1, seed=3)
@@ -95,3 +105,41 @@ def test_bad_training_input_is_refused_with_its_name():
         fine_tune(pixels, labels[:3], FineTuneConfig(**SMALL))
     with pytest.raises(ValueError, match="no training image carries a tag"):
         fine_tune(pixels, np.zeros_like(labels), FineTuneConfig(**SMALL))
+
+
+def test_the_dataset_embedding_skips_broken_and_untagged_images_and_saves_the_network(tmp_path):
+    from PIL import Image
+    from scipy import sparse
+
+    from tagrec_models.features.finetune import load_network
+    from tagrec_models.features.finetuned import fine_tuned_embedding
+
+    pixels, labels = colour_images(6)
+    paths = []
+    for i, image in enumerate(pixels.permute(0, 2, 3, 1).numpy()):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    paths[1].write_bytes(b"not an image")  # broken
+    labels[2] = 0.0  # no tag
+    config = FineTuneConfig(**SMALL, epochs=1)
+    result = fine_tuned_embedding([str(p) for p in paths], sparse.csr_matrix(labels), np.array([0, 1, 2, 3, 4]),
+                                  config, tmp_path / "out", max_side=64)
+    assert result.trained_rows.tolist() == [0, 3, 4]  # 5 is not a training image
+    assert result.broken_rows.tolist() == [1]
+    embedding = np.load(result.embedding_path)
+    assert embedding.shape == (6, 1280 + 112 + 192) and not embedding[1].any() and embedding[5].any()
+    network, saved, max_side = load_network(result.network_path)
+    assert saved == config and max_side == 64
+    again, _ = embed(network, pixels[[0]], device="cpu")
+    assert again.shape == (1, embedding.shape[1])
+
+
+def test_the_dataset_embedding_names_a_dataset_with_nothing_to_train_on(tmp_path):
+    from scipy import sparse
+
+    from tagrec_models.features.finetuned import fine_tuned_embedding
+
+    (tmp_path / "a.png").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="no training image with a tag decodes"):
+        fine_tuned_embedding([str(tmp_path / "a.png")], sparse.csr_matrix(np.ones((1, 2))), np.array([0]),
+                             FineTuneConfig(**SMALL, epochs=1), tmp_path / "out", max_side=64)

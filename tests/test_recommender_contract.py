@@ -13,8 +13,8 @@ from tagrec_models.data import UNKNOWN_USER, Posts, SideInfo, TrainingData
 from tagrec_models.recommenders import available, get_recommender
 
 N_USERS, N_IMAGES, N_TAGS, N_GROUPS, PATCH = 8, 36, 12, 4, 75
-FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "cnn_stages": 1472, "vlad": 256}
-SIGNED = {"cnn_stages"}  # the multi-stage embedding has negative entries, as extracted
+FEATURE_DIMS = {"ch64": 64, "cm225": 225, "cnn": 1280, "cnn_stages": 1472, "vlad": 256, "cnn_finetuned": 1472}
+SIGNED = {"cnn_stages", "cnn_finetuned"}  # the multi-stage embeddings have negative entries, as extracted
 
 
 def contract_data() -> tuple[TrainingData, Posts, SideInfo]:

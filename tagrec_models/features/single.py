@@ -36,7 +36,7 @@ from tagrec_models.features.vlad import VladCodebook
 from tagrec_models.storage.atomic import write_bytes
 
 SETTINGS_FILE = "extraction_settings.json"
-PIXEL_FEATURES = ("ch64", "cm225", "cnn", "cnn_stages", "vlad", "patches")
+PIXEL_FEATURES = ("ch64", "cm225", "cnn", "cnn_stages", "vlad", "patches", "cnn_finetuned")
 """What ``NewImageFeatures`` can compute: the ``SideInfo`` feature names and ``patches``."""
 
 LEGACY_ASSET_SETTINGS = ExtractionConfig(load=LoadConfig(max_side=320))
@@ -146,7 +146,11 @@ class NewImageFeatures:
         wanted: Collection[str],
         codebook: VladCodebook | None = None,
         device: DeviceConfig = DeviceConfig(device="cpu", num_workers=0),
+        finetuned: FeatureBackbone | None = None,
+        finetuned_max_side: int = 0,
     ) -> None:
+        """``finetuned``: the backbone of the dataset's fine-tuned network and the ``max_side``
+        its images were decoded with (``finetune.load_network``), for ``cnn_finetuned``."""
         wanted = tuple(sorted(set(wanted)))
         unknown = [w for w in wanted if w not in PIXEL_FEATURES]
         if unknown:
@@ -155,16 +159,20 @@ class NewImageFeatures:
             raise ValueError("NewImageFeatures: nothing to compute")
         if "vlad" in wanted and codebook is None:
             raise ValueError("VLAD codes of a new image need the dataset's saved codebook")
+        if "cnn_finetuned" in wanted and finetuned is None:
+            raise ValueError("the fine-tuned embedding of a new image needs the dataset's fine-tuned network")
         if "patches" in wanted and len(settings.patch_sizes) != 1:
             raise FeatureSettingsError(
                 f"the features run stored patches of sides {settings.patch_sizes}; expected exactly one")
         stages = (codebook.stage,) if "vlad" in wanted else ()
         use_cnn = bool({*CNN_EMBEDDINGS, "vlad"} & set(wanted))
+        if "cnn_finetuned" in wanted:
+            settings = _input_for(settings, finetuned.spec.name, finetuned_max_side, use_cnn)
         self.wanted = wanted
         self.codebook = codebook
         self.config = dataclasses.replace(
             settings,
-            cnn=use_cnn,
+            cnn=use_cnn or "cnn_finetuned" in wanted,
             stages=stages,
             lowlevel="ch64" in wanted or "cm225" in wanted,
             patch_sizes=settings.patch_sizes if "patches" in wanted else (),
@@ -176,6 +184,7 @@ class NewImageFeatures:
             self.backbone = self.runtime.prepare(
                 load_backbone(self.config.backbone, stages=stages, grid=self.config.grid, pool=self.config.grid_pool,
                               flip=self.config.flip, embedding_stages=self.config.embedding_stages))
+        self.finetuned = self.runtime.prepare(finetuned.eval()) if "cnn_finetuned" in wanted else None
 
     def compute(self, paths: Sequence[str | Path]) -> NewImageBatch:
         """Decode every path (a bad file becomes a ``broken`` row with its reason, never an
@@ -200,6 +209,11 @@ class NewImageFeatures:
                     local = _stage_rows(out.stages[self.codebook.stage])  # float16, as stored
                     local[broken] = 0.0
                     features["vlad"].append(self.codebook.encode(local).astype(np.float32))
+            if self.finetuned is not None:
+                with torch.inference_mode():  # float32, as the asset embeds
+                    embedding = self.finetuned(self.runtime.to_device(batch["pixels"])).embedding.float().cpu().numpy()
+                embedding[broken] = 0.0
+                features["cnn_finetuned"].append(embedding)
             for name in ("ch64", "cm225"):
                 if name in features:
                     features[name].append(np.asarray(batch[name], dtype=np.float32))
@@ -212,6 +226,21 @@ class NewImageFeatures:
             status=tuple(status),
             reason=tuple(reason),
         )
+
+
+def _input_for(settings: ExtractionConfig, backbone: str, max_side: int, frozen_too: bool) -> ExtractionConfig:
+    """The decoding of the fine-tuned embedding (``features.finetuned.decode``): ``backbone``'s
+    own input side, squashed, the longer side bounded by ``max_side`` first. A frozen CNN feature
+    wanted too must have been decoded the same way."""
+    tuned = dataclasses.replace(settings, backbone=backbone, image_size=None, cnn_resize="squash",
+                                load=dataclasses.replace(settings.load, max_side=max_side))
+    if frozen_too and (tuned.input_size, tuned.cnn_resize, tuned.load) != (
+            settings.input_size, settings.cnn_resize, settings.load):
+        raise FeatureSettingsError(
+            f"the fine-tuned network ({backbone}) reads {tuned.input_size} px squashed images (max side {max_side}) "
+            f"but the features run's {settings.backbone} read {settings.input_size} px {settings.cnn_resize} "
+            f"(max side {settings.load.max_side}); a model cannot read both")
+    return settings if frozen_too else tuned
 
 
 def agreement(name: str, computed: np.ndarray, stored: np.ndarray) -> float:
@@ -228,7 +257,8 @@ def agreement(name: str, computed: np.ndarray, stored: np.ndarray) -> float:
     return float(a @ b / norm)
 
 
-MIN_AGREEMENT = {"ch64": 0.999, "cm225": 0.999, "cnn": 0.99, "cnn_stages": 0.99, "vlad": 0.95, "patches": 0.99}
+MIN_AGREEMENT = {"ch64": 0.999, "cm225": 0.999, "cnn": 0.99, "cnn_stages": 0.99, "vlad": 0.95, "patches": 0.99,
+                 "cnn_finetuned": 0.99}
 """``agreement`` a recomputed stored image must reach per feature (CH-64 and CM-225 are exact
 up to float rounding; the CNN and VLAD allow the bf16 forward of a CUDA features run)."""
 

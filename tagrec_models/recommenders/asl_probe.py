@@ -59,6 +59,7 @@ default stays one probe.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +236,7 @@ class ASLProbe(Retunable, Recommender):
         n = len(x)
         batch = n if cfg.batch_size <= 0 else min(cfg.batch_size, n)
         network.train()
+        started = time.perf_counter()
         for step in range(cfg.steps):
             order = torch.randperm(n, generator=generator).to(device) if batch < n else None
             total = 0.0
@@ -251,6 +253,11 @@ class ASLProbe(Retunable, Recommender):
             self.training_history.append({"step": float(step + 1), "asl": total / n})
             if self.log is not None and ((step + 1) % 50 == 0 or step + 1 == cfg.steps):
                 self.log(f"asl_probe step {step + 1}/{cfg.steps}: loss {total / n:.4f}")
+        # each step is one pass over every training row (an epoch); loss.item() waits for the device
+        seconds = time.perf_counter() - started
+        if self.log is not None:
+            self.log(f"asl_probe: {cfg.steps} passes over {n} images in {seconds:.2f} s "
+                     f"({1000 * seconds / cfg.steps:.2f} ms a pass) on {device}")
         self.network = network.eval().cpu()
 
     def logits(self, posts: Posts, side: SideInfo) -> np.ndarray:

@@ -165,3 +165,23 @@ class ProbeKNNBlendStages(ProbeKNNBlend):
     name = "probe_knn_blend_stages"
     Config = ProbeKNNBlendStagesConfig
     needs = ("cnn_stages",)
+
+
+@dataclass(frozen=True)
+class ProbeKNNBlendFinetunedConfig(ProbeKNNBlendStagesConfig):
+    """``probe_knn_blend_stages``' fields, reading the fine-tuned embedding."""
+
+    feature: str = "cnn_finetuned"
+    """The fine-tuned network's embedding (the ``cnn_finetuned`` asset: pooled + stage means)."""
+
+
+@register
+class ProbeKNNBlendFinetuned(ProbeKNNBlendStages):
+    """The same blend on the embedding of a CNN fine-tuned on the training images' tags
+    (``cnn_finetuned``; ``tagrec_models.features.finetune``), a second representation beyond
+    the frozen ImageNet one. On Corel5k the fine-tune moved validation per-label F1 past what no
+    probe or neighbour setting on the frozen embedding did (README, "Fine-tuning on a GPU")."""
+
+    name = "probe_knn_blend_finetuned"
+    Config = ProbeKNNBlendFinetunedConfig
+    needs = ("cnn_finetuned",)
