@@ -17,12 +17,14 @@
 
 ``unpack`` (anywhere) turns those files back into ``finetune_full_corel5k.py``'s cache format,
 so its evaluation (``--out`` that folder, ``--test``) scores them on the CPU like any other run.
-The float16 copy is the one approximation; README records what it moved on the frozen
-embedding.
+The float16 copy is the one approximation; ``precision`` measures what it moves on the frozen
+embedding (README, "Fine-tuning on a GPU").
 
     python benchmarks/gpu_corel5k.py run --out /tmp/gpu --seeds 0 1 2     # on the GPU machine
     python benchmarks/gpu_corel5k.py unpack --src /tmp/gpu --out data/bench/finetune_gpu
     python benchmarks/finetune_full_corel5k.py --seed 1 --test --out data/bench/finetune_gpu
+    python benchmarks/gpu_corel5k.py summarise     # mean and spread over seeds of the --json files
+    python benchmarks/gpu_corel5k.py precision --test
 
 ``--smoke`` shrinks step 4 to 64 images and one epoch and steps 1-2 to 64 images: a check that
 the script runs end to end on the CPU, whose figures mean nothing.
@@ -126,6 +128,41 @@ def unpack(args) -> None:
         say(f"{stem}: {embedding.shape[0]} images -> {args.out / name}.npz")
 
 
+def precision(args) -> None:
+    """What the float16 copy moves: the frozen blend (``probe_knn_blend_stages``) on the cached
+    Lite2 + stage5/6 embedding as float32 and rounded through float16, validation (and test)."""
+    from asl_probe_corel5k import blend_row
+
+    vocab, fit, val, train_val, test = splits(args.corel5k)
+    ids, embedding = variants(args.cache)["lite2+stage5+stage6"]
+    row = {str(p): r for r, p in enumerate(ids)}
+    exact = embedding[[row[p] for p in vocab.images]].astype(np.float32)
+    for name, values in (("float32", exact), ("through float16", exact.astype(np.float16).astype(np.float32))):
+        result = blend_row(SideInfo(features={"cnn_stages": values}), fit, val, train_val, test, args.test,
+                           "probe_knn_blend_stages")
+        say(f"{name}: " + json.dumps({k: v for k, v in result.items() if k.startswith(("val_", "test_"))},
+                                     default=float))
+
+
+def summarise(args) -> None:
+    """Mean and standard deviation over seeds of each fine-tune setting's rows, from the
+    ``--json`` files of ``finetune_full_corel5k.py``."""
+    import pandas as pd
+
+    records = []
+    for path in sorted(args.src.glob("*.json")):
+        saved = json.loads(path.read_text())
+        for variant, row in saved["rows"].items():
+            records.append({"epochs": saved["settings"]["epochs"], "seed": saved["settings"]["seed"],
+                            "variant": variant, **{k: v for k, v in row.items() if k.startswith(("val_", "test_"))}})
+    frame = pd.DataFrame(records)
+    metrics = [c for c in ("val_label_f1", "val_n_plus", "val_af", "test_label_f1", "test_n_plus", "test_af")
+               if c in frame]
+    table = frame.groupby(["variant", "epochs"])[metrics].agg(["mean", "std", "count"])
+    with pd.option_context("display.width", 250, "display.max_columns", 40):
+        print(table.round(4))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,8 +179,14 @@ def main() -> None:
     back = sub.add_parser("unpack")
     back.add_argument("--src", type=Path, required=True)
     back.add_argument("--out", type=Path, default=default_cache().parent / "finetune_gpu")
+    check = sub.add_parser("precision", help="what rounding the embedding through float16 moves")
+    check.add_argument("--corel5k", type=Path, default=default_root())
+    check.add_argument("--cache", type=Path, default=default_cache(), help="the representations cache")
+    check.add_argument("--test", action="store_true")
+    table = sub.add_parser("summarise", help="mean and spread over seeds of finetune_full_corel5k.py --json files")
+    table.add_argument("--src", type=Path, default=default_cache().parent / "finetune_gpu")
     args = parser.parse_args()
-    {"run": run, "unpack": unpack}[args.command](args)
+    {"run": run, "unpack": unpack, "precision": precision, "summarise": summarise}[args.command](args)
 
 
 if __name__ == "__main__":
