@@ -45,10 +45,8 @@ from scipy import sparse
 
 from finetune_corel5k import compare, print_table
 from representations_corel5k import STAGES, default_cache, default_root, read, splits
-from tagrec_models.features.device import DeviceConfig, resolve_runtime
-from tagrec_models.features.extraction import ExtractionConfig, make_loader
 from tagrec_models.features.finetune import FineTuneConfig, embed, fine_tune
-from tagrec_models.features.images import LoadConfig
+from tagrec_models.features.finetuned import decode as decode_images
 
 BACKBONE = "efficientnet_lite2"
 
@@ -57,15 +55,9 @@ def decode(root: Path) -> tuple[np.ndarray, torch.Tensor]:
     """(photo ids, uint8 [N, 3, 260, 260]): every image as the features asset feeds Lite2."""
     split, images, _ = read(root)
     paths = images.drop_duplicates("photo_id").set_index("photo_id").loc[split["photo_id"], "path"].tolist()
-    config = ExtractionConfig(backbone=BACKBONE, lowlevel=False, patch_sizes=(), load=LoadConfig(max_side=320),
-                              device=DeviceConfig())
-    pixels = torch.empty((len(paths), 3, config.input_size, config.input_size), dtype=torch.uint8)
-    broken = []
-    for batch in make_loader(paths, config, resolve_runtime(config.device)):
-        pixels[torch.from_numpy(batch["index"])] = batch["pixels"]
-        broken += [paths[i] for i, s in zip(batch["index"], batch["status"]) if s != "ok"]
-    if broken:
-        raise ValueError(f"{len(broken)} Corel5k image(s) did not decode, e.g. {broken[0]}")
+    pixels, broken = decode_images(paths, BACKBONE, max_side=320)
+    if broken.any():
+        raise ValueError(f"{int(broken.sum())} Corel5k image(s) did not decode, e.g. {paths[int(np.argmax(broken))]}")
     return np.array(split["photo_id"], dtype=str), pixels
 
 

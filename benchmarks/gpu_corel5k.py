@@ -44,7 +44,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 
-from finetune_full_corel5k import BACKBONE, TUNED, cache_name, tuned_embeddings  # noqa: E402
+from finetune_full_corel5k import BACKBONE, cache_name, settings as tuned_settings, tuned_embeddings  # noqa: E402
 from representations_corel5k import STAGES, default_cache, default_root, splits, variants  # noqa: E402
 from tagrec_models.data import SideInfo, TrainingData  # noqa: E402
 from tagrec_models.features.finetune import FineTuneConfig  # noqa: E402
@@ -77,7 +77,6 @@ def fine_tunes(args, vocab, fit) -> None:
     for seed in args.seeds:
         config = FineTuneConfig(backbone=BACKBONE, embedding_stages=STAGES, seed=seed,
                                 epochs=1 if args.smoke else args.epochs)
-        settings = {k: getattr(config, k) for k in TUNED}
         started = time.perf_counter()
         work = argparse.Namespace(out=args.work, corel5k=args.corel5k)
         train = fit.subset(np.arange(64)) if args.smoke else fit
@@ -86,7 +85,7 @@ def fine_tunes(args, vocab, fit) -> None:
         stem = f"epochs{config.epochs}_seed{seed}"
         np.savez_compressed(args.out / f"{stem}_embedding.npz", embedding=tuned["embedding"].astype(np.float16))
         np.savez_compressed(args.out / f"{stem}_logits.npz", logits=tuned["logits"].astype(np.float32),
-                            settings=json.dumps(settings))
+                            settings=json.dumps(tuned_settings(config)))
 
 
 def run(args) -> None:
