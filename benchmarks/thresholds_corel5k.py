@@ -21,6 +21,12 @@ the fold left out), then a fit on all 4,500 scoring test. Its "val" column is th
 per-label F1 (~4 min more at K = 5)::
 
     python benchmarks/thresholds_corel5k.py --cross-fitted 5
+
+``--embedding`` reads a fine-tuned embedding instead (a ``finetune_full_corel5k.py`` cache file,
+vocabulary order, e.g. one unpacked from the GPU by ``gpu_corel5k.py``); ``--json`` writes the
+rows for ``gpu_corel5k.py summarise``-style averaging over fine-tune seeds::
+
+    python benchmarks/thresholds_corel5k.py --embedding data/bench/finetune_gpu/lite2_epochs16_..._seed0.npz
 """
 
 from __future__ import annotations
@@ -85,12 +91,20 @@ def main() -> None:
     parser.add_argument("--retune-trials", type=int, default=720, help="rule global's point budget (720: every grid point)")
     parser.add_argument("--cross-fitted", type=int, default=0, metavar="K",
                         help="also choose point and threshold on K-fold out-of-fold scores of train + validation")
+    parser.add_argument("--embedding", type=Path,
+                        help="a fine-tuned embedding (finetune_full_corel5k.py cache, vocabulary order) instead")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--cross-fitted-trials", type=int, default=60, help="TPE draws of the cross-fitted point search")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
-    ids, emb = variants(args.cache)[args.representation]
-    row_of = {str(i): r for r, i in enumerate(ids)}
-    embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    if args.embedding:
+        embedding = np.load(args.embedding)["embedding"].astype(np.float32)
+    else:
+        ids, emb = variants(args.cache)[args.representation]
+        row_of = {str(i): r for r, i in enumerate(ids)}
+        embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    if len(embedding) != vocab.n_images:
+        raise ValueError(f"{args.embedding}: {len(embedding)} rows, the Corel5k vocabulary has {vocab.n_images} images")
     side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})
     cls = get_recommender(args.model)
     model = cls().fit(TrainingData(train=fit, side=side))
@@ -114,6 +128,9 @@ def main() -> None:
                "thr_n_plus", "thr_labels_per_image", "operating_point", "points_scored", "seconds"]
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):
         print(pd.DataFrame(rows)[columns].round(4).to_string(index=False))
+    if args.json:
+        args.json.write_text(json.dumps({"embedding": str(args.embedding or args.representation), "rows": rows},
+                                        indent=1, default=float))
 
 
 if __name__ == "__main__":
