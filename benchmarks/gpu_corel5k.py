@@ -24,6 +24,7 @@ embedding (README, "Fine-tuning on a GPU").
     python benchmarks/gpu_corel5k.py unpack --src /tmp/gpu --out data/bench/finetune_gpu
     python benchmarks/finetune_full_corel5k.py --seed 1 --test --out data/bench/finetune_gpu
     python benchmarks/gpu_corel5k.py summarise     # mean and spread over seeds of the --json files
+    python benchmarks/gpu_corel5k.py summarise --thresholds --src data/bench/thresholds
     python benchmarks/gpu_corel5k.py precision --test
 
 ``--smoke`` shrinks step 4 to 64 images and one epoch and steps 1-2 to 64 images: a check that
@@ -145,18 +146,22 @@ def precision(args) -> None:
 
 def summarise(args) -> None:
     """Mean and standard deviation over seeds of each fine-tune setting's rows, from the
-    ``--json`` files of ``finetune_full_corel5k.py``."""
+    ``--json`` files of ``finetune_full_corel5k.py`` (or, with ``--thresholds``, of
+    ``thresholds_corel5k.py --embedding``: one row per threshold rule)."""
     import pandas as pd
 
     records = []
     for path in sorted(args.src.glob("*.json")):
         saved = json.loads(path.read_text())
-        for variant, row in saved["rows"].items():
+        rows = ({row["threshold_rule"]: row for row in saved["rows"]} if args.thresholds else saved["rows"])
+        for variant, row in rows.items():
             records.append({"epochs": saved["settings"]["epochs"], "seed": saved["settings"]["seed"],
-                            "variant": variant, **{k: v for k, v in row.items() if k.startswith(("val_", "test_"))}})
+                            "variant": variant, **{k: v for k, v in row.items()
+                                                   if k.startswith(("val_", "test_", "thr_"))}})
     frame = pd.DataFrame(records)
-    metrics = [c for c in ("val_label_f1", "val_n_plus", "val_af", "test_label_f1", "test_n_plus", "test_af")
-               if c in frame]
+    metrics = [c for c in ("val_label_f1", "val_n_plus", "val_af", "test_label_f1", "test_n_plus", "test_af",
+                           "val_thr_label_f1", "thr_label_precision", "thr_label_recall", "thr_label_f1",
+                           "thr_n_plus", "thr_labels_per_image") if c in frame]
     table = frame.groupby(["variant", "epochs"])[metrics].agg(["mean", "std", "count"])
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(table.round(4))
@@ -184,6 +189,8 @@ def main() -> None:
     check.add_argument("--test", action="store_true")
     table = sub.add_parser("summarise", help="mean and spread over seeds of finetune_full_corel5k.py --json files")
     table.add_argument("--src", type=Path, default=default_cache().parent / "finetune_gpu")
+    table.add_argument("--thresholds", action="store_true",
+                       help="the --src files are thresholds_corel5k.py --embedding --json rows")
     args = parser.parse_args()
     {"run": run, "unpack": unpack, "precision": precision, "summarise": summarise}[args.command](args)
 

@@ -24,7 +24,7 @@ per-label F1 (~4 min more at K = 5)::
 
 ``--embedding`` reads a fine-tuned embedding instead (a ``finetune_full_corel5k.py`` cache file,
 vocabulary order, e.g. one unpacked from the GPU by ``gpu_corel5k.py``); ``--json`` writes the
-rows for ``gpu_corel5k.py summarise``-style averaging over fine-tune seeds::
+rows and the fine-tune's settings, which ``gpu_corel5k.py summarise --thresholds`` averages over seeds::
 
     python benchmarks/thresholds_corel5k.py --embedding data/bench/finetune_gpu/lite2_epochs16_..._seed0.npz
 """
@@ -97,8 +97,11 @@ def main() -> None:
     parser.add_argument("--cross-fitted-trials", type=int, default=60, help="TPE draws of the cross-fitted point search")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
+    settings = {}
     if args.embedding:
-        embedding = np.load(args.embedding)["embedding"].astype(np.float32)
+        with np.load(args.embedding) as saved:
+            embedding = saved["embedding"].astype(np.float32)
+            settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
     else:
         ids, emb = variants(args.cache)[args.representation]
         row_of = {str(i): r for r, i in enumerate(ids)}
@@ -129,8 +132,8 @@ def main() -> None:
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):
         print(pd.DataFrame(rows)[columns].round(4).to_string(index=False))
     if args.json:
-        args.json.write_text(json.dumps({"embedding": str(args.embedding or args.representation), "rows": rows},
-                                        indent=1, default=float))
+        args.json.write_text(json.dumps({"embedding": str(args.embedding or args.representation), "settings": settings,
+                                         "rows": rows}, indent=1, default=float))
 
 
 if __name__ == "__main__":
