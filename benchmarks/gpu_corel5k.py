@@ -155,7 +155,7 @@ def summarise(args) -> None:
         saved = json.loads(path.read_text())
         rows = ({row["threshold_rule"]: row for row in saved["rows"]} if args.thresholds else saved["rows"])
         for variant, row in rows.items():
-            records.append({"epochs": saved["settings"]["epochs"], "seed": saved["settings"]["seed"],
+            records.append({"epochs": saved["settings"].get("epochs", "frozen"), "seed": saved["settings"].get("seed"),
                             "variant": variant, **{k: v for k, v in row.items()
                                                    if k.startswith(("val_", "test_", "thr_"))}})
     frame = pd.DataFrame(records)
