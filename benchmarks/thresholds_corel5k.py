@@ -102,12 +102,12 @@ def main() -> None:
         with np.load(args.embedding) as saved:
             embedding = saved["embedding"].astype(np.float32)
             settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
+        if len(embedding) != vocab.n_images:
+            raise ValueError(f"{args.embedding}: {len(embedding)} rows, the Corel5k vocabulary has {vocab.n_images} images")
     else:
         ids, emb = variants(args.cache)[args.representation]
         row_of = {str(i): r for r, i in enumerate(ids)}
         embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
-    if len(embedding) != vocab.n_images:
-        raise ValueError(f"{args.embedding}: {len(embedding)} rows, the Corel5k vocabulary has {vocab.n_images} images")
     side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})
     cls = get_recommender(args.model)
     model = cls().fit(TrainingData(train=fit, side=side))

@@ -58,7 +58,8 @@ SPLITS = {"quick": 1, "full": 5}
 QUICK_EPOCH_CAPS = {"max_epochs": 12, "dcca_epochs": 40, "ae_epochs": 30}
 # The fine-tuned embedding (``cnn_finetuned``, Corel5k): its default 16 epochs (validation's
 # choice) take about 45 minutes on two cores (an H200: about 1 minute); the quick profile caps
-# it at 8 (22 minutes; validation per-label F1 0.499 against 0.513), the full one keeps 16.
+# it at 8 (the step took 28 minutes with the embedding; validation per-label F1 0.499 against
+# 0.513), the full one keeps 16.
 QUICK_FINETUNE_EPOCHS = 8
 SUMMARY_COLUMNS = {
     "paper1_results": ["method", "scenario", "f1@1", "f1@3", "f1@5", "f1@5_std", "f1@10", "p@5", "r@5", "train_seconds"],
