@@ -51,6 +51,21 @@ from tagrec_models.studies.label_thresholds import RULES, threshold_rows
 from tagrec_models.studies.tuning import PER_LABEL, search_scoring_points
 
 
+def load_embedding(path: Path | None, cache: Path, representation: str, vocab) -> tuple[np.ndarray, dict]:
+    """(embedding in vocabulary order, the fine-tune's settings): the fine-tuned cache file at
+    ``path`` when given, else ``representation`` of the frozen-feature cache."""
+    if path is None:
+        ids, emb = variants(cache)[representation]
+        row_of = {str(i): r for r, i in enumerate(ids)}
+        return emb[[row_of[p] for p in vocab.images]].astype(np.float32), {}
+    with np.load(path) as saved:
+        embedding = saved["embedding"].astype(np.float32)
+        settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
+    if len(embedding) != vocab.n_images:
+        raise ValueError(f"{path}: {len(embedding)} rows, the Corel5k vocabulary has {vocab.n_images} images")
+    return embedding, settings
+
+
 def cross_fitted_row(cls, pool: Posts, test: Posts, side: SideInfo, folds: int, trials: int, seed: int = 0) -> dict:
     """The cross-fitted choice (module docstring): the scoring point and its global threshold
     that maximise the out-of-fold per-label F1 over ``pool``, applied to a fit on all of it."""
@@ -97,17 +112,7 @@ def main() -> None:
     parser.add_argument("--cross-fitted-trials", type=int, default=60, help="TPE draws of the cross-fitted point search")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
-    settings = {}
-    if args.embedding:
-        with np.load(args.embedding) as saved:
-            embedding = saved["embedding"].astype(np.float32)
-            settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
-        if len(embedding) != vocab.n_images:
-            raise ValueError(f"{args.embedding}: {len(embedding)} rows, the Corel5k vocabulary has {vocab.n_images} images")
-    else:
-        ids, emb = variants(args.cache)[args.representation]
-        row_of = {str(i): r for r, i in enumerate(ids)}
-        embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    embedding, settings = load_embedding(args.embedding, args.cache, args.representation, vocab)
     side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})
     cls = get_recommender(args.model)
     model = cls().fit(TrainingData(train=fit, side=side))
