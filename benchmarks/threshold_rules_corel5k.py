@@ -24,7 +24,7 @@ asset's rule ``global`` does, over the whole grid):
 * ``bound``: the point and the global threshold chosen on *test* labels: what no choice of a
   global threshold at any point of the grid can exceed on this score.
 
-Validation F1 is in-sample except for ``shrunk`` (cross-validated). ~3 min on 2 cores::
+Validation F1 is in-sample except for ``shrunk`` (cross-validated). ~4 min on 2 cores::
 
     python benchmarks/threshold_rules_corel5k.py                     # the frozen Lite2 + stage5/6 cache
     python benchmarks/threshold_rules_corel5k.py --embedding data/bench/finetune_gpu/lite2_epochs16_..._seed0.npz \\
