@@ -36,14 +36,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from representations_corel5k import default_cache, default_root, splits
-from thresholds_corel5k import load_embedding
-from tagrec_models.data import SideInfo, TrainingData
+from representations_corel5k import splits
+from thresholds_corel5k import embedding_arguments, side_info
+from tagrec_models.data import TrainingData
 from tagrec_models.evaluation.thresholds import (ThresholdedPerLabel, choose_global_threshold, choose_thresholds,
                                                  thresholded_per_label_metrics)
 from tagrec_models.recommenders import get_recommender
@@ -102,16 +101,10 @@ def frequency_matched(scores: np.ndarray, shares: np.ndarray, c: float) -> np.nd
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corel5k", type=Path, default=default_root())
-    parser.add_argument("--cache", type=Path, default=default_cache())
-    parser.add_argument("--representation", default="lite2+stage5+stage6")
-    parser.add_argument("--model", default="probe_knn_blend_stages")
-    parser.add_argument("--embedding", type=Path, help="a fine-tuned embedding (finetune_full_corel5k.py cache)")
-    parser.add_argument("--json", type=Path, help="also write the rows here (gpu_corel5k.py summarise --thresholds)")
+    embedding_arguments(parser)
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
-    embedding, settings = load_embedding(args.embedding, args.cache, args.representation, vocab)
-    side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})
+    side, settings = side_info(args, vocab)
     cls = get_recommender(args.model)
     model = cls().fit(TrainingData(train=fit, side=side))
     space = {name: values for name, values in cls.search_space.items() if name in cls.scoring_fields}

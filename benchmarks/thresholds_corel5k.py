@@ -51,6 +51,23 @@ from tagrec_models.studies.label_thresholds import RULES, threshold_rows
 from tagrec_models.studies.tuning import PER_LABEL, search_scoring_points
 
 
+def embedding_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments the threshold studies share: Corel5k, the embedding, the model, ``--json``."""
+    parser.add_argument("--corel5k", type=Path, default=default_root())
+    parser.add_argument("--cache", type=Path, default=default_cache())
+    parser.add_argument("--representation", default="lite2+stage5+stage6")
+    parser.add_argument("--model", default="probe_knn_blend_stages")
+    parser.add_argument("--embedding", type=Path,
+                        help="a fine-tuned embedding (finetune_full_corel5k.py cache, vocabulary order) instead")
+    parser.add_argument("--json", type=Path, help="also write the rows here (gpu_corel5k.py summarise --thresholds)")
+
+
+def side_info(args: argparse.Namespace, vocab) -> tuple[SideInfo, dict]:
+    """(the embedding as both of the blends' features, the fine-tune's settings) for ``args``."""
+    embedding, settings = load_embedding(args.embedding, args.cache, args.representation, vocab)
+    return SideInfo(features={"cnn": embedding, "cnn_stages": embedding}), settings
+
+
 def load_embedding(path: Path | None, cache: Path, representation: str, vocab) -> tuple[np.ndarray, dict]:
     """(embedding in vocabulary order, the fine-tune's settings): the fine-tuned cache file at
     ``path`` when given, else ``representation`` of the frozen-feature cache."""
@@ -99,21 +116,14 @@ def cross_fitted_row(cls, pool: Posts, test: Posts, side: SideInfo, folds: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corel5k", type=Path, default=default_root())
-    parser.add_argument("--cache", type=Path, default=default_cache())
-    parser.add_argument("--representation", default="lite2+stage5+stage6")
-    parser.add_argument("--model", default="probe_knn_blend_stages")
+    embedding_arguments(parser)
     parser.add_argument("--retune-trials", type=int, default=720, help="rule global's point budget (720: every grid point)")
     parser.add_argument("--cross-fitted", type=int, default=0, metavar="K",
                         help="also choose point and threshold on K-fold out-of-fold scores of train + validation")
-    parser.add_argument("--embedding", type=Path,
-                        help="a fine-tuned embedding (finetune_full_corel5k.py cache, vocabulary order) instead")
-    parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--cross-fitted-trials", type=int, default=60, help="TPE draws of the cross-fitted point search")
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
-    embedding, settings = load_embedding(args.embedding, args.cache, args.representation, vocab)
-    side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})
+    side, settings = side_info(args, vocab)
     cls = get_recommender(args.model)
     model = cls().fit(TrainingData(train=fit, side=side))
     five_tag_point = max(blend_grid(args.model), key=lambda p: measure(model.retune(**p).score(val, side), val.tags)[0])
