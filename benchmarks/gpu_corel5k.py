@@ -21,6 +21,7 @@ The float16 copy is the one approximation; ``precision`` measures what it moves 
 embedding (README, "Fine-tuning on a GPU").
 
     python benchmarks/gpu_corel5k.py run --out /tmp/gpu --seeds 0 1 2     # on the GPU machine
+    python benchmarks/gpu_corel5k.py run --steps fine-tune --frozen-stages 0 --train-size 260 --out /tmp/gpu
     python benchmarks/gpu_corel5k.py unpack --src /tmp/gpu --out data/bench/finetune_gpu
     python benchmarks/finetune_full_corel5k.py --seed 1 --test --out data/bench/finetune_gpu
     python benchmarks/gpu_corel5k.py summarise     # mean and spread over seeds of the --json files
@@ -77,13 +78,15 @@ def fine_tunes(args, vocab, fit) -> None:
     """Step 4: one fine-tune per seed, each written compactly to ``args.out``."""
     for seed in args.seeds:
         config = FineTuneConfig(backbone=BACKBONE, embedding_stages=STAGES, seed=seed,
-                                epochs=1 if args.smoke else args.epochs)
+                                epochs=1 if args.smoke else args.epochs, frozen_stages=args.frozen_stages,
+                                train_size=args.train_size)
         started = time.perf_counter()
         work = argparse.Namespace(out=args.work, corel5k=args.corel5k)
         train = fit.subset(np.arange(64)) if args.smoke else fit
         tuned = tuned_embeddings(config, work, vocab, train)
         say(f"seed {seed}: decoded, fine-tuned and embedded in {time.perf_counter() - started:.0f} s")
-        stem = f"epochs{config.epochs}_seed{seed}"
+        # the settings in the name, so runs of other settings in one --out do not overwrite each other
+        stem = f"epochs{config.epochs}_frozen{config.frozen_stages}_size{config.train_size}_seed{seed}"
         np.savez_compressed(args.out / f"{stem}_embedding.npz", embedding=tuned["embedding"].astype(np.float16))
         np.savez_compressed(args.out / f"{stem}_logits.npz", logits=tuned["logits"].astype(np.float32),
                             settings=json.dumps(tuned_settings(config)))
@@ -176,6 +179,9 @@ def main() -> None:
     go.add_argument("--corel5k", type=Path, default=default_root())
     go.add_argument("--seeds", type=int, nargs="+", default=[0])
     go.add_argument("--epochs", type=int, default=FineTuneConfig().epochs, help="of each fine-tune")
+    go.add_argument("--frozen-stages", type=int, default=FineTuneConfig().frozen_stages,
+                    help="stages that keep ImageNet's weights (0: fine-tune every stage)")
+    go.add_argument("--train-size", type=int, default=FineTuneConfig().train_size, help="training crop size, px")
     go.add_argument("--steps", nargs="+", choices=("measure", "fine-tune"), default=["measure", "fine-tune"],
                     help="measure: steps 1-3; fine-tune: step 4")
     go.add_argument("--rounds", type=int, default=3, help="rounds of the extraction benchmark")
