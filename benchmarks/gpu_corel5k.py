@@ -150,7 +150,7 @@ def precision(args) -> None:
 def summarise(args) -> None:
     """Mean and standard deviation over seeds of each fine-tune setting's rows, from the
     ``--json`` files of ``finetune_full_corel5k.py`` (or, with ``--thresholds``, of
-    ``thresholds_corel5k.py --embedding``: one row per threshold rule)."""
+    ``thresholds_corel5k.py`` or ``threshold_rules_corel5k.py``: one row per threshold rule)."""
     import pandas as pd
 
     records = []
@@ -196,7 +196,7 @@ def main() -> None:
     table = sub.add_parser("summarise", help="mean and spread over seeds of finetune_full_corel5k.py --json files")
     table.add_argument("--src", type=Path, default=default_cache().parent / "finetune_gpu")
     table.add_argument("--thresholds", action="store_true",
-                       help="the --src files are thresholds_corel5k.py --embedding --json rows")
+                       help="the --src files are thresholds_corel5k.py / threshold_rules_corel5k.py --json rows")
     args = parser.parse_args()
     {"run": run, "unpack": unpack, "precision": precision, "summarise": summarise}[args.command](args)
 

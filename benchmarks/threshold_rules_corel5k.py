@@ -43,10 +43,10 @@ import pandas as pd
 from representations_corel5k import splits
 from thresholds_corel5k import embedding_arguments, side_info
 from tagrec_models.data import TrainingData
-from tagrec_models.evaluation.thresholds import (ThresholdedPerLabel, choose_global_threshold, choose_thresholds,
-                                                 thresholded_per_label_metrics)
+from tagrec_models.evaluation.thresholds import (ThresholdedPerLabel, Thresholds, choose_global_threshold,
+                                                 choose_thresholds, thresholded_per_label_metrics)
 from tagrec_models.recommenders import get_recommender
-from tagrec_models.studies.tuning import search_scoring_points
+from tagrec_models.studies.tuning import grid_size, search_scoring_points
 
 SHRINKAGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
@@ -56,8 +56,8 @@ def given(pred: np.ndarray, truth) -> ThresholdedPerLabel:
     return thresholded_per_label_metrics(pred.astype(np.float64), truth, np.full(pred.shape[1], 0.5))
 
 
-def shrunk_thresholds(scores: np.ndarray, truth, shrinkage: float) -> np.ndarray:
-    own = choose_thresholds(scores, truth)
+def shrunk(own: Thresholds, shrinkage: float) -> np.ndarray:
+    """Each tag's threshold pulled towards the global one: ``t + shrinkage * (t_w - t)``."""
     return own.global_value + shrinkage * (own.values - own.global_value)
 
 
@@ -73,7 +73,7 @@ def cross_validated_shrinkage(scores: np.ndarray, truth, folds: int = 5, repeats
             fit, held = fold_of != k, fold_of == k
             own = choose_thresholds(scores[fit], y[fit])
             for s in SHRINKAGES:
-                pred[s][held] = scores[held] >= (own.global_value + s * (own.values - own.global_value))[None, :]
+                pred[s][held] = scores[held] >= shrunk(own, s)[None, :]
         for s in SHRINKAGES:
             values[s].append(given(pred[s], truth).f1)
     return {s: float(np.mean(v)) for s, v in values.items()}
@@ -87,8 +87,9 @@ def ranks(scores: np.ndarray) -> np.ndarray:
     return out
 
 
-def floor_cap(scores: np.ndarray, threshold: float, floor: int, cap: int) -> np.ndarray:
-    rank = ranks(scores)
+def floor_cap(scores: np.ndarray, rank: np.ndarray, threshold: float, floor: int, cap: int) -> np.ndarray:
+    """Tags at or above ``threshold``, at least the ``floor`` best and at most the ``cap`` best
+    (0: no cap) per image; ``rank``: ``ranks(scores)``."""
     pred = (scores >= threshold) | (rank < floor)
     return pred & (rank < cap) if cap else pred
 
@@ -114,7 +115,7 @@ def main() -> None:
         def objective(point: dict) -> float:
             scores = model.retune(**point).score(posts, side)
             return thresholded_per_label_metrics(scores, posts.tags, choose_global_threshold(scores, posts.tags)).f1
-        candidates = search_scoring_points(space, start, 10_000, 0, objective, f"{cls.name}-rules")
+        candidates = search_scoring_points(space, start, grid_size(space), 0, objective, f"{cls.name}-rules")
         return dict(max(candidates, key=lambda c: (c[2], -c[0]))[1])
 
     point = best_point(val)
@@ -130,23 +131,25 @@ def main() -> None:
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rows[-1].items()}, flush=True)
 
     chosen = choose_global_threshold(sv, val.tags)
-    row("global", thresholded_per_label_metrics(sv, val.tags, chosen).f1,
+    global_val_f1 = thresholded_per_label_metrics(sv, val.tags, chosen).f1
+    row("global", global_val_f1,
         thresholded_per_label_metrics(st, test.tags, chosen), f"t={chosen.global_value:.3f}")
     own = choose_thresholds(sv, val.tags)
     row("per_label", thresholded_per_label_metrics(sv, val.tags, own).f1, thresholded_per_label_metrics(st, test.tags, own))
 
     curve = cross_validated_shrinkage(sv, val.tags)
     shrinkage = max(SHRINKAGES, key=lambda s: (curve[s], -s))
-    values = shrunk_thresholds(sv, val.tags, shrinkage)
+    values = shrunk(own, shrinkage)
     row("shrunk", curve[shrinkage], thresholded_per_label_metrics(st, test.tags, values),
         f"lambda={shrinkage}; cross-validated F1 by lambda: " + ", ".join(f"{s}: {v:.3f}" for s, v in curve.items()))
 
     y_val = val.tags
     candidates = np.unique(np.quantile(sv, 1.0 - np.geomspace(0.1, 20, 120) / sv.shape[1]))
-    f1, threshold, floor, cap = max(((given(floor_cap(sv, t, m, c), y_val).f1, t, m, c)
+    rank_val, rank_test = ranks(sv), ranks(st)
+    f1, threshold, floor, cap = max(((given(floor_cap(sv, rank_val, t, m, c), y_val).f1, t, m, c)
                                      for m in (0, 1, 2) for c in (0, 3, 4, 5, 6, 8) for t in candidates),
                                     key=lambda x: x[0])
-    row("global, at least m / at most M tags", f1, given(floor_cap(st, threshold, floor, cap), test.tags),
+    row("global, at least m / at most M tags", f1, given(floor_cap(st, rank_test, threshold, floor, cap), test.tags),
         f"t={threshold:.3f}, m={floor}, M={cap or 'none'}")
 
     shares = np.asarray(fit.tags.sum(axis=0)).ravel() / fit.n_posts
@@ -156,7 +159,7 @@ def main() -> None:
     row("frequency-matched", f1, thresholded_per_label_metrics(st, test.tags, values), f"c={c:.2f}")
 
     refit = cls().fit(TrainingData(train=train_val, side=side)).retune(**point)
-    row("global, refit on train + validation", rows[0]["val_thr_label_f1"],
+    row("global, refit on train + validation", global_val_f1,
         thresholded_per_label_metrics(refit.score(test, side), test.tags, chosen), f"t={chosen.global_value:.3f}")
 
     test_point = best_point(test)
