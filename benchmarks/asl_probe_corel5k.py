@@ -49,7 +49,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.decomposition import PCA
 
-from representations_corel5k import default_cache, default_root, splits, variants
+from representations_corel5k import default_cache, default_root, splits, variants, vocabulary_rows
 from tagrec_models.data import SideInfo, TrainingData
 from tagrec_models.evaluation.metrics import metrics_at_k, per_label_metrics
 from tagrec_models.recommenders import get_recommender
@@ -142,8 +142,7 @@ def main() -> None:
     args = parser.parse_args()
     vocab, fit, val, train_val, test = splits(args.corel5k)
     ids, emb = variants(args.cache)[args.representation]
-    row_of = {str(i): r for r, i in enumerate(ids)}
-    embedding = emb[[row_of[p] for p in vocab.images]].astype(np.float32)
+    embedding = emb[vocabulary_rows(ids, vocab, args.cache)].astype(np.float32)
     if args.whiten:
         embedding = whitened(embedding, np.unique(fit.image), int(args.whiten[0]), args.whiten[1])
     side = SideInfo(features={"cnn": embedding, "cnn_stages": embedding})  # under both models' names

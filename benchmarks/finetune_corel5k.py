@@ -42,7 +42,7 @@ from scipy import sparse
 from torch import nn
 
 from asl_probe_corel5k import blend_grid, blend_row, choose
-from representations_corel5k import default_cache, default_root, read, splits, variants
+from representations_corel5k import default_cache, default_root, read, splits, variants, vocabulary_rows
 from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.features.backbone import load_backbone
 from tagrec_models.features.device import DeviceConfig, resolve_runtime
@@ -179,8 +179,7 @@ def compare(embedding: np.ndarray, logits: np.ndarray, cache: Path, vocab, fit, 
     ``frozen_row=False`` leaves out the frozen default (the same for every fine-tune)."""
     counts = np.asarray(sparse.csr_matrix(fit.tags).sum(axis=0)).ravel()
     frozen_ids, frozen = variants(cache)["lite2+stage5+stage6"]
-    frozen_rows = {str(i): r for r, i in enumerate(frozen_ids)}
-    frozen_side = SideInfo(features={"cnn_stages": frozen[[frozen_rows[p] for p in vocab.images]].astype(np.float32)})
+    frozen_side = SideInfo(features={"cnn_stages": frozen[vocabulary_rows(frozen_ids, vocab, cache)].astype(np.float32)})
     tuned_side = SideInfo(features={"cnn_stages": embedding.astype(np.float32)})
     val_logits = logits[val.image]
     knn = get_recommender("two_pknn")(features=("cnn_stages",), distances=("cosine",)).fit(
@@ -217,8 +216,7 @@ def print_table(rows: list[tuple[str, dict]], title: str) -> None:
 def evaluate(args) -> None:
     vocab, fit, val, train_val, test = splits(args.corel5k)
     ids = np.load(args.maps / "ids.npy")
-    row_of = {str(i): r for r, i in enumerate(ids)}
-    in_vocab = np.array([row_of[p] for p in vocab.images])  # cached row of each vocabulary image
+    in_vocab = vocabulary_rows(ids, vocab, args.maps / "ids.npy")  # cached row of each vocabulary image
     maps = [np.load(args.maps / f"{INPUT_STAGE}{view}.npy", mmap_mode="r") for view in VIEWS]
     net = fine_tune(maps, in_vocab[fit.image], fit.tags, args)
     pooled, logits = embed_all(net, maps)

@@ -44,7 +44,7 @@ import torch
 from scipy import sparse
 
 from finetune_corel5k import compare, print_table
-from representations_corel5k import STAGES, default_cache, default_root, read, splits
+from representations_corel5k import STAGES, default_cache, default_root, read, splits, vocabulary_rows
 from tagrec_models.features.finetune import FineTuneConfig, embed, fine_tune
 from tagrec_models.features.finetuned import decode as decode_images
 
@@ -88,8 +88,7 @@ def tuned_embeddings(config: FineTuneConfig, args, vocab, fit) -> dict[str, np.n
         return dict(np.load(path))
     started = time.perf_counter()
     ids, pixels = decode(args.corel5k)
-    row_of = {str(p): r for r, p in enumerate(ids)}
-    in_vocab = np.array([row_of[p] for p in vocab.images])  # decoded row of each vocabulary image
+    in_vocab = vocabulary_rows(ids, vocab, args.corel5k)  # decoded row of each vocabulary image
     print(f"decoded {len(ids)} images in {time.perf_counter() - started:.0f} s", flush=True)
     labels = sparse.csr_matrix(fit.tags).toarray()
     model, history = fine_tune(pixels[in_vocab[fit.image]], labels, config, log=lambda m: print(m, flush=True))

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from representations_corel5k import vocabulary_rows
 from tagrec_models.crossmodal.ccs import ccs_curve
 from tagrec_models.recommenders.common_space import DMFRFields
 from tagrec_models.crossmodal.dmfr import DeepMultimodalFeatures
@@ -63,11 +64,7 @@ def load_corel5k(root: Path, features: Path, n_val: int = 500, seed: int = 0) ->
     test = _read_tags(root / "corel5k_test_tags.tsv", "test")
     vocab = Vocabulary.from_assignments(train, test)
     data = np.load(features)
-    row_of = {str(i): r for r, i in enumerate(data["ids"])}
-    missing = [p for p in vocab.images if p not in row_of]
-    if missing:
-        raise KeyError(f"{features} lacks features for {len(missing)} images, e.g. {missing[:3]}")
-    cnn = np.asarray(data["cnn"], dtype=np.float32)[[row_of[p] for p in vocab.images]]
+    cnn = np.asarray(data["cnn"], dtype=np.float32)[vocabulary_rows(data["ids"], vocab, features)]
     train_posts = Posts.from_assignments(train, vocab)
     test_posts = Posts.from_assignments(test, vocab)
     rng = np.random.default_rng(seed)

@@ -127,6 +127,16 @@ def splits(root: Path, seed: int = 0, val_fraction: float = 0.1):
     return vocab, parts["train"], parts["val"], train_val, parts["test"]
 
 
+def vocabulary_rows(ids, vocab: Vocabulary, source) -> np.ndarray:
+    """The row of ``ids`` (a cache's image ids, in its own order) that holds each vocabulary
+    image, in vocabulary order, as ``SideInfo`` wants; names ``source`` and the images it lacks."""
+    row_of = {str(i): r for r, i in enumerate(ids)}
+    missing = [p for p in vocab.images if p not in row_of]
+    if missing:
+        raise KeyError(f"{source} lacks {len(missing)} of the {vocab.n_images} Corel5k images, e.g. {missing[:3]}")
+    return np.array([row_of[p] for p in vocab.images])
+
+
 def variants(cache: Path) -> dict[str, tuple[dict, str]]:
     """name -> (npz arrays, description) for every variant the cached views allow."""
     out = {}
@@ -191,8 +201,7 @@ def evaluate_variant(ids, emb, vocab, fit, val, train_val, test, models, overrid
     scoring settings on validation; with ``with_test``: per-label thresholds chosen on the
     same fit's validation scores and applied to its test scores (the thresholds protocol), and
     the 5-tag test numbers of a refit on train + validation at the chosen settings."""
-    row_of = {str(i): r for r, i in enumerate(ids)}
-    side = SideInfo(features={"cnn": emb[[row_of[p] for p in vocab.images]].astype(np.float32)})
+    side = SideInfo(features={"cnn": emb[vocabulary_rows(ids, vocab, "the feature cache")].astype(np.float32)})
     results = {}
     for name in models:
         registered, config, grid_name = MODELS[name]

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from asl_probe_corel5k import blend_grid, measure
-from representations_corel5k import default_cache, default_root, splits, variants
+from representations_corel5k import default_cache, default_root, splits, variants, vocabulary_rows
 from tagrec_models.artifacts import TrainedModel
 from tagrec_models.bundle import SplitBundle
 from tagrec_models.data import Posts, SideInfo, TrainingData
@@ -73,8 +73,7 @@ def load_embedding(path: Path | None, cache: Path, representation: str, vocab) -
     ``path`` when given, else ``representation`` of the frozen-feature cache."""
     if path is None:
         ids, emb = variants(cache)[representation]
-        row_of = {str(i): r for r, i in enumerate(ids)}
-        return emb[[row_of[p] for p in vocab.images]].astype(np.float32), {}
+        return emb[vocabulary_rows(ids, vocab, cache)].astype(np.float32), {}
     with np.load(path) as saved:
         embedding = saved["embedding"].astype(np.float32)
         settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
