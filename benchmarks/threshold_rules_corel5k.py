@@ -30,6 +30,12 @@ Validation F1 is in-sample except for ``shrunk`` (cross-validated). ~4 min on 2 
     python benchmarks/threshold_rules_corel5k.py --embedding data/bench/finetune_gpu/lite2_epochs16_..._seed0.npz \\
         --json data/bench/threshold_rules/epochs16_seed0.json
     python benchmarks/gpu_corel5k.py summarise --thresholds --src data/bench/threshold_rules
+
+Several ``--embedding`` files of one seed are concatenated, an ensemble of its fine-tunes
+(summarised as epochs "12+16+20+24")::
+
+    python benchmarks/threshold_rules_corel5k.py --embedding data/bench/finetune_gpu/lite2_epochs{12,16,20,24}_..._seed0.npz \\
+        --json data/bench/threshold_rules/ensemble_seed0.json
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from representations_corel5k import splits
-from thresholds_corel5k import embedding_arguments, side_info
+from thresholds_corel5k import embedding_arguments, embedding_name, side_info
 from tagrec_models.data import TrainingData
 from tagrec_models.evaluation.thresholds import (ThresholdedPerLabel, Thresholds, choose_global_threshold,
                                                  choose_thresholds, thresholded_per_label_metrics)
@@ -174,7 +180,7 @@ def main() -> None:
         print(pd.DataFrame(rows)[columns].round(4).to_string(index=False))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"embedding": str(args.embedding or args.representation), "settings": settings,
+        args.json.write_text(json.dumps({"embedding": embedding_name(args), "settings": settings,
                                          "point": point, "rows": rows}, indent=1, default=float))
 
 

@@ -57,9 +57,15 @@ def embedding_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=default_cache())
     parser.add_argument("--representation", default="lite2+stage5+stage6")
     parser.add_argument("--model", default="probe_knn_blend_stages")
-    parser.add_argument("--embedding", type=Path,
-                        help="a fine-tuned embedding (finetune_full_corel5k.py cache, vocabulary order) instead")
+    parser.add_argument("--embedding", type=Path, nargs="+",
+                        help="a fine-tuned embedding (finetune_full_corel5k.py cache, vocabulary order) instead; "
+                             "several: their concatenation, an ensemble")
     parser.add_argument("--json", type=Path, help="also write the rows here (gpu_corel5k.py summarise --thresholds)")
+
+
+def embedding_name(args: argparse.Namespace) -> str:
+    """What ``--json`` records as the embedding: the file(s), or the frozen representation."""
+    return " + ".join(map(str, args.embedding)) if args.embedding else args.representation
 
 
 def side_info(args: argparse.Namespace, vocab) -> tuple[SideInfo, dict]:
@@ -68,12 +74,27 @@ def side_info(args: argparse.Namespace, vocab) -> tuple[SideInfo, dict]:
     return SideInfo(features={"cnn": embedding, "cnn_stages": embedding}), settings
 
 
-def load_embedding(path: Path | None, cache: Path, representation: str, vocab) -> tuple[np.ndarray, dict]:
-    """(embedding in vocabulary order, the fine-tune's settings): the fine-tuned cache file at
-    ``path`` when given, else ``representation`` of the frozen-feature cache."""
-    if path is None:
+def load_embedding(paths: list[Path] | None, cache: Path, representation: str, vocab) -> tuple[np.ndarray, dict]:
+    """(embedding in vocabulary order, the fine-tune's settings): the fine-tuned cache file(s) at
+    ``paths`` when given, else ``representation`` of the frozen-feature cache. Several files are
+    concatenated column-wise, an ensemble of fine-tunes; its settings name each member's epochs
+    ("12+16") and their seed, so ``gpu_corel5k.py summarise`` keeps it apart from single fine-tunes."""
+    if not paths:
         ids, emb = variants(cache)[representation]
         return emb[vocabulary_rows(ids, vocab, cache)].astype(np.float32), {}
+    members = [load_fine_tuned(path, vocab) for path in paths]
+    if len(members) == 1:
+        return members[0]
+    seeds = {settings.get("seed") for _, settings in members}
+    if len(seeds) > 1:
+        raise ValueError(f"--embedding: the files mix seeds {sorted(map(str, seeds))}; an ensemble is one seed's fine-tunes")
+    settings = {"epochs": "+".join(str(s.get("epochs", "frozen")) for _, s in members), "seed": seeds.pop(),
+                "members": [s for _, s in members]}
+    return np.hstack([embedding for embedding, _ in members]), settings
+
+
+def load_fine_tuned(path: Path, vocab) -> tuple[np.ndarray, dict]:
+    """(embedding, settings) of one ``finetune_full_corel5k.py`` / ``gpu_corel5k.py`` cache file."""
     with np.load(path) as saved:
         embedding = saved["embedding"].astype(np.float32)
         settings = json.loads(str(saved["settings"])) if "settings" in saved else {}
@@ -146,7 +167,7 @@ def main() -> None:
     with pd.option_context("display.width", 250, "display.max_columns", 20, "display.max_colwidth", 80):
         print(pd.DataFrame(rows)[columns].round(4).to_string(index=False))
     if args.json:
-        args.json.write_text(json.dumps({"embedding": str(args.embedding or args.representation), "settings": settings,
+        args.json.write_text(json.dumps({"embedding": embedding_name(args), "settings": settings,
                                          "rows": rows}, indent=1, default=float))
 
 
