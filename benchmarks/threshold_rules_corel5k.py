@@ -52,7 +52,7 @@ from tagrec_models.data import TrainingData
 from tagrec_models.evaluation.thresholds import (ThresholdedPerLabel, Thresholds, choose_global_threshold,
                                                  choose_thresholds, thresholded_per_label_metrics)
 from tagrec_models.recommenders import get_recommender
-from tagrec_models.studies.tuning import grid_size, search_scoring_points
+from tagrec_models.studies.tuning import best_scoring_point, grid_size, search_scoring_points
 
 SHRINKAGES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 
@@ -100,10 +100,11 @@ def floor_cap(scores: np.ndarray, rank: np.ndarray, threshold: float, floor: int
     return pred & (rank < cap) if cap else pred
 
 
-def frequency_matched(scores: np.ndarray, shares: np.ndarray, c: float) -> np.ndarray:
-    """Per-tag thresholds admitting ``round(c * share_w * n)`` (at least 1) of these images."""
-    admitted = np.clip(np.round(c * shares * len(scores)).astype(int), 1, len(scores))
-    return -np.sort(-scores, axis=0)[admitted - 1, np.arange(scores.shape[1])]
+def frequency_matched(descending: np.ndarray, shares: np.ndarray, c: float) -> np.ndarray:
+    """Per-tag thresholds admitting ``round(c * share_w * n)`` (at least 1) of the n images whose
+    scores ``descending`` holds, each tag's column sorted high to low (sorted once per search)."""
+    admitted = np.clip(np.round(c * shares * len(descending)).astype(int), 1, len(descending))
+    return descending[admitted - 1, np.arange(descending.shape[1])]
 
 
 def main() -> None:
@@ -122,7 +123,7 @@ def main() -> None:
             scores = model.retune(**point).score(posts, side)
             return thresholded_per_label_metrics(scores, posts.tags, choose_global_threshold(scores, posts.tags)).f1
         candidates = search_scoring_points(space, start, grid_size(space), 0, objective, f"{cls.name}-rules")
-        return dict(max(candidates, key=lambda c: (c[2], -c[0]))[1])
+        return dict(best_scoring_point(candidates)[1])
 
     point = best_point(val)
     print(f"global rule's point, chosen on validation: {point}", flush=True)
@@ -159,9 +160,10 @@ def main() -> None:
         f"t={threshold:.3f}, m={floor}, M={cap or 'none'}")
 
     shares = np.asarray(fit.tags.sum(axis=0)).ravel() / fit.n_posts
-    f1, c = max(((given(sv >= frequency_matched(sv, shares, c)[None, :], y_val).f1, c) for c in np.geomspace(0.3, 3, 25)),
-                key=lambda x: x[0])
-    values = frequency_matched(sv, shares, c)
+    descending = -np.sort(-sv, axis=0)
+    f1, c = max(((given(sv >= frequency_matched(descending, shares, c)[None, :], y_val).f1, c)
+                 for c in np.geomspace(0.3, 3, 25)), key=lambda x: x[0])
+    values = frequency_matched(descending, shares, c)
     row("frequency-matched", f1, thresholded_per_label_metrics(st, test.tags, values), f"c={c:.2f}")
 
     refit = cls().fit(TrainingData(train=train_val, side=side)).retune(**point)

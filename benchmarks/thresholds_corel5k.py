@@ -48,7 +48,7 @@ from tagrec_models.data import Posts, SideInfo, TrainingData
 from tagrec_models.evaluation.thresholds import choose_global_threshold, thresholded_per_label_metrics
 from tagrec_models.recommenders import get_recommender
 from tagrec_models.studies.label_thresholds import RULES, threshold_rows
-from tagrec_models.studies.tuning import PER_LABEL, search_scoring_points
+from tagrec_models.studies.tuning import PER_LABEL, best_scoring_point, search_scoring_points
 
 
 def embedding_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,7 +124,7 @@ def cross_fitted_row(cls, pool: Posts, test: Posts, side: SideInfo, folds: int, 
     space = {name: values for name, values in cls.search_space.items() if name in cls.scoring_fields}
     start = {name: getattr(cls.Config(), name) for name in space}
     candidates = search_scoring_points(space, start, trials, seed, objective, f"{cls.name}-cross-fitted")
-    _, point, oof_f1 = max(candidates, key=lambda c: (c[2], -c[0]))
+    _, point, oof_f1 = best_scoring_point(candidates)
     chosen = choose_global_threshold(out_of_fold(point), pool.tags)
     final = cls().fit(TrainingData(train=pool, side=side)).retune(**point)
     result = thresholded_per_label_metrics(final.score(test, side), test.tags, chosen)

@@ -37,7 +37,7 @@ from tagrec_models.data import SideInfo, TrainingData
 from tagrec_models.evaluation.thresholds import (Thresholds, choose_global_threshold, choose_thresholds,
                                                  thresholded_per_label_metrics)
 from tagrec_models.recommenders.registry import get_recommender
-from tagrec_models.studies.tuning import PER_LABEL, search_scoring_points
+from tagrec_models.studies.tuning import PER_LABEL, best_scoring_point, search_scoring_points
 
 Log = Callable[[str], None]
 
@@ -63,7 +63,7 @@ def _global_point(model, bundle: SplitBundle, side: SideInfo, start: dict, retun
 
     start = {name: start[name] for name in space}
     candidates = search_scoring_points(space, start, retune_trials, seed, objective, f"{type(model).name}-thresholds")
-    _, point, _ = max(candidates, key=lambda c: (c[2], -c[0]))
+    _, point, _ = best_scoring_point(candidates)
     return dict(point), len(candidates)
 
 

@@ -176,6 +176,12 @@ def search_scoring_points(space: Mapping[str, Sequence[Any]], start: Mapping[str
     return [(t.number, {n: decode[n][label] for n, label in t.params.items()}, float(t.value)) for t in study.trials]
 
 
+def best_scoring_point(candidates: Sequence[tuple[int, dict[str, Any], float]]) -> tuple[int, dict[str, Any], float]:
+    """The (number, point, value) of ``search_scoring_points`` with the highest value; a tie goes
+    to the earliest point scored (``start`` comes first, so it keeps a tie)."""
+    return max(candidates, key=lambda c: (c[2], -c[0]))
+
+
 def _operating_point_search(model: Recommender, data: TrainingData, metric: str,
                             space: Mapping[str, Sequence[Any]], start: Mapping[str, Any],
                             budget: int, seed: int) -> OperatingPointSearch:
@@ -322,7 +328,7 @@ def tune(
         for family in FAMILIES:
             family_metric = metric if family == PER_IMAGE else PER_LABEL_METRIC
             candidates = searched.candidates[family]
-            number, point, value = max(candidates, key=lambda c: (c[2], -c[0]))
+            number, point, value = best_scoring_point(candidates)
             # The chosen fit as it is keeps a tie: a new operating point needs a strict gain.
             if value > validation[family]:
                 operating_points[family] = dict(point)
